@@ -1,0 +1,13 @@
+//! An OSTree-compatible content-addressed repository.
+//!
+//! Objects, checksums and repository layout are those of OSTree, so the real `ostree`
+//! reads what this crate writes and the other way round.
+#![forbid(unsafe_code)]
+
+pub mod checksum;
+pub mod error;
+pub mod object;
+pub mod variant;
+
+pub use checksum::{Checksum, ObjectName, ObjectType};
+pub use error::{Error, Result};
