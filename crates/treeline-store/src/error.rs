@@ -57,7 +57,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A file type OSTree cannot store (device, fifo, socket).
-    #[error("{path}: unsupported file type ({kind}); only regular files, symlinks and directories can be committed")]
+    #[error(
+        "{path}: unsupported file type ({kind}); only regular files, symlinks and directories can be committed"
+    )]
     UnsupportedFileType {
         /// The file.
         path: PathBuf,

@@ -11,3 +11,15 @@ pub mod variant;
 
 pub use checksum::{Checksum, ObjectName, ObjectType};
 pub use error::{Error, Result};
+pub mod fault;
+pub mod keyfile;
+pub mod repo;
+pub mod sys;
+
+pub use repo::{Repo, RepoMode, Transaction};
+pub mod builder;
+pub mod checkout;
+pub mod fsck;
+pub mod inspect;
+pub mod prune;
+pub mod refs;

@@ -40,7 +40,9 @@ fn xattrs_for_encoding(x: &Xattrs) -> Vec<(Vec<u8>, &[u8])> {
     out
 }
 
-fn decode_xattrs<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<Xattrs, DecodeError> {
+fn decode_xattrs<'a>(
+    entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Xattrs, DecodeError> {
     let mut out = Xattrs::new();
     for (name, value) in entries {
         let Some(name) = name.strip_suffix(b"\0") else {
@@ -101,8 +103,12 @@ pub struct Commit {
 impl Commit {
     /// Encode to the object's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let meta: Vec<(&str, &Value)> =
-            self.metadata.0.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let meta: Vec<(&str, &Value)> = self
+            .metadata
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
         let parent: &[u8] = match &self.parent {
             Some(p) => p.as_bytes(),
             None => &[],
@@ -233,7 +239,8 @@ impl DirTree {
             let (name, csum) = f.to_tuple();
             let name = name.to_str();
             validate_filename(name).map_err(|r| format!("file name {name:?}: {r}"))?;
-            tree.files.push((name.to_owned(), checksum_field(csum, "file checksum")?));
+            tree.files
+                .push((name.to_owned(), checksum_field(csum, "file checksum")?));
         }
         for d in dirs.iter() {
             let (name, t, m) = d.to_tuple();
@@ -311,7 +318,12 @@ pub(crate) fn decode_uuua(data: &[u8]) -> Result<(u32, u32, u32, Xattrs), Decode
     let buf = copy_to_align(data);
     let (uid, gid, mode, xattrs) = gv!("(uuua(ayay))").cast(buf.as_ref()).to_tuple();
     let xattrs = decode_xattrs(xattrs.iter().map(|e| e.to_tuple()))?;
-    let out = (u32::from_be(*uid), u32::from_be(*gid), u32::from_be(*mode), xattrs);
+    let out = (
+        u32::from_be(*uid),
+        u32::from_be(*gid),
+        u32::from_be(*mode),
+        xattrs,
+    );
     // Unsorted xattrs were written by ostree before 2024.10; accept them, since the
     // re-encode sorts, by comparing against a sorted re-encode only when already sorted.
     if is_sorted_xattrs(&out.3) {
@@ -349,7 +361,10 @@ impl FileHeader {
     pub fn validate(&self) -> Result<(), DecodeError> {
         let t = self.mode & S_IFMT;
         if t != S_IFREG && t != S_IFLNK {
-            return Err(format!("invalid file mode {:o}: not a regular file or symlink", self.mode));
+            return Err(format!(
+                "invalid file mode {:o}: not a regular file or symlink",
+                self.mode
+            ));
         }
         if self.mode & !(S_IFMT | PERMISSION_BITS) != 0 {
             return Err(format!("invalid file mode {:o}", self.mode));
@@ -505,12 +520,18 @@ mod tests {
             mode: S_IFDIR | 0o755,
             xattrs: vec![],
         };
-        assert_eq!(hex::encode(d.to_bytes()), "00000000".to_string() + "00000000" + "000041ed");
+        assert_eq!(
+            hex::encode(d.to_bytes()),
+            "00000000".to_string() + "00000000" + "000041ed"
+        );
         assert_eq!(
             Checksum::of(&d.to_bytes()).to_hex(),
             "446a0ef11b7cc167f3b603e585c7eeeeb675faa412d5ec73f62988eb0b6c5488"
         );
-        let d700 = DirMeta { mode: S_IFDIR | 0o700, ..d };
+        let d700 = DirMeta {
+            mode: S_IFDIR | 0o700,
+            ..d
+        };
         assert_eq!(
             Checksum::of(&d700.to_bytes()).to_hex(),
             "84641b0a39d8c873690da8f32aea21cf5d6fff354f85e045f6f5ecdc8e7758d0"
@@ -540,7 +561,10 @@ mod tests {
         );
         let mut x = reg(0o644);
         // Given unsorted: encoding must sort.
-        x.xattrs = vec![(b"user.b".to_vec(), b"BBB".to_vec()), (b"user.a".to_vec(), b"A".to_vec())];
+        x.xattrs = vec![
+            (b"user.b".to_vec(), b"BBB".to_vec()),
+            (b"user.a".to_vec(), b"A".to_vec()),
+        ];
         assert_eq!(
             content_checksum(&x, b"hello\n"),
             "1fe1cddffaa5350a9326cce5d6883b4b8197fc82b97f4812d38712b0d70af70d"
@@ -566,7 +590,13 @@ mod tests {
         let b = h.to_archive_bytes(0);
         assert_eq!(
             hex::encode(&b),
-            "0000000000000000" .to_string() + "00000000" + "00000000" + "000081a4" + "00000000" + "00" + "19"
+            "0000000000000000".to_string()
+                + "00000000"
+                + "00000000"
+                + "000081a4"
+                + "00000000"
+                + "00"
+                + "19"
         );
         assert_eq!(b.len(), 26);
         let (back, size) = FileHeader::from_archive_bytes(&b).unwrap();
@@ -576,10 +606,23 @@ mod tests {
     #[test]
     fn bare_user_meta_matches_ostree_vector() {
         let mut h = reg(0o644);
-        h.xattrs = vec![(b"user.a".to_vec(), b"A".to_vec()), (b"user.b".to_vec(), b"BBB".to_vec())];
+        h.xattrs = vec![
+            (b"user.a".to_vec(), b"A".to_vec()),
+            (b"user.b".to_vec(), b"BBB".to_vec()),
+        ];
         assert_eq!(
             hex::encode(h.to_bare_user_meta()),
-            "00000000".to_string() + "00000000" + "000081a4" + "757365722e6100" + "41" + "07" + "757365722e6200" + "424242" + "07" + "09" + "14"
+            "00000000".to_string()
+                + "00000000"
+                + "000081a4"
+                + "757365722e6100"
+                + "41"
+                + "07"
+                + "757365722e6200"
+                + "424242"
+                + "07"
+                + "09"
+                + "14"
         );
     }
 
@@ -596,7 +639,15 @@ mod tests {
             body: "body".into(),
             timestamp: 1577836800,
             root_tree: Checksum([0xf4; 32]),
-            root_meta: Checksum::of(&DirMeta { uid: 0, gid: 0, mode: S_IFDIR | 0o755, xattrs: vec![] }.to_bytes()),
+            root_meta: Checksum::of(
+                &DirMeta {
+                    uid: 0,
+                    gid: 0,
+                    mode: S_IFDIR | 0o755,
+                    xattrs: vec![],
+                }
+                .to_bytes(),
+            ),
         };
         let b = c.to_bytes();
         assert_eq!(b.len(), 150);
@@ -612,10 +663,16 @@ mod tests {
                 files: vec![(bad.into(), Checksum([1; 32]))],
                 dirs: vec![],
             };
-            assert!(DirTree::from_bytes(&t.to_bytes()).is_err(), "{bad:?} accepted");
+            assert!(
+                DirTree::from_bytes(&t.to_bytes()).is_err(),
+                "{bad:?} accepted"
+            );
         }
         let t = DirTree {
-            files: vec![("b".into(), Checksum([1; 32])), ("a".into(), Checksum([1; 32]))],
+            files: vec![
+                ("b".into(), Checksum([1; 32])),
+                ("a".into(), Checksum([1; 32])),
+            ],
             dirs: vec![],
         };
         assert!(DirTree::from_bytes(&t.to_bytes()).is_err());

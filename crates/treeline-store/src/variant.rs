@@ -110,7 +110,13 @@ impl Value {
             return None;
         }
         let buf = copy_to_align(&self.data);
-        Some(gv!("aay").cast(buf.as_ref()).iter().map(|b| b.to_vec()).collect())
+        Some(
+            gv!("aay")
+                .cast(buf.as_ref())
+                .iter()
+                .map(|b| b.to_vec())
+                .collect(),
+        )
     }
 
     /// The value as a dictionary, if it is one.
@@ -344,9 +350,7 @@ fn children<'a>(ty: &Ty, data: &'a [u8]) -> Vec<&'a [u8]> {
                 let start = pos.div_ceil(a) * a;
                 let end = match fixed_size(t) {
                     Some(size) => start + size,
-                    None if i + 1 == members.len() => {
-                        data.len().saturating_sub(offsets_used * w)
-                    }
+                    None if i + 1 == members.len() => data.len().saturating_sub(offsets_used * w),
                     None => {
                         offsets_used += 1;
                         let at = data.len().saturating_sub(offsets_used * w);
@@ -369,7 +373,11 @@ fn print_value(ty: &Ty, data: &[u8], out: &mut String) {
             .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
     };
     match ty {
-        Ty::Basic(b'b') => out.push_str(if data.first() == Some(&1) { "true" } else { "false" }),
+        Ty::Basic(b'b') => out.push_str(if data.first() == Some(&1) {
+            "true"
+        } else {
+            "false"
+        }),
         Ty::Basic(b'y') => {
             let _ = write!(out, "byte 0x{:02x}", data.first().copied().unwrap_or(0));
         }
@@ -396,7 +404,11 @@ fn print_value(ty: &Ty, data: &[u8], out: &mut String) {
         }
         Ty::Basic(_) => {
             let text = data.strip_suffix(b"\0").unwrap_or(data);
-            let _ = write!(out, "'{}'", String::from_utf8_lossy(text).replace('\'', "\\'"));
+            let _ = write!(
+                out,
+                "'{}'",
+                String::from_utf8_lossy(text).replace('\'', "\\'")
+            );
         }
         Ty::Variant => {
             let split = data.iter().rposition(|&b| b == 0);
@@ -422,11 +434,18 @@ fn print_value(ty: &Ty, data: &[u8], out: &mut String) {
             }
         }
         Ty::Array(elem) if matches!(**elem, Ty::Basic(b'y')) => {
-            let _ = write!(out, "[{}]", data.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                out,
+                "[{}]",
+                data.iter()
+                    .map(|b| format!("0x{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Ty::Array(elem) => {
-            let is_dict = matches!(&**elem, Ty::Tuple(m) if m.len() == 2)
-                && matches!(&**elem, Ty::Tuple(_));
+            let is_dict =
+                matches!(&**elem, Ty::Tuple(m) if m.len() == 2) && matches!(&**elem, Ty::Tuple(_));
             let items = children(ty, data);
             out.push(if is_dict { '{' } else { '[' });
             for (i, item) in items.iter().enumerate() {

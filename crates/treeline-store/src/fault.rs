@@ -1,0 +1,18 @@
+//! Fault injection: `TREELINE_FAULT=<step>` aborts the process at that named step, as a
+//! kill would, so tests can check that every interrupted write leaves a valid state.
+
+/// Every step name in the store, for tests that loop over them.
+pub const STEPS: &[&str] = &[
+    "commit-before-sync",
+    "commit-during-rename",
+    "commit-before-ref",
+    "prune-during-delete",
+];
+
+/// Abort here if `TREELINE_FAULT` names this step.
+pub fn point(step: &str) {
+    if std::env::var_os("TREELINE_FAULT").is_some_and(|v| v == step) {
+        eprintln!("treeline: fault injected at {step}");
+        std::process::abort();
+    }
+}

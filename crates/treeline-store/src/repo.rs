@@ -1,0 +1,809 @@
+//! A repository on disk: modes, configuration, loose objects and transactions.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use sha2::{Digest, Sha256};
+
+use crate::checksum::{Checksum, ObjectName, ObjectType};
+use crate::error::{Error, IoContext, Result};
+use crate::keyfile::KeyFile;
+use crate::object::{
+    Commit, DirMeta, DirTree, FileHeader, S_IFLNK, S_IFMT, S_IFREG, commitmeta_from_bytes,
+    header_prefix,
+};
+use crate::sys::{self, LockKind, RepoLock};
+use crate::variant::Metadata;
+
+/// The xattr in which bare-user repositories keep a file's real ownership and mode.
+pub const BARE_USER_META_XATTR: &str = "user.ostreemeta";
+
+/// How content objects are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoMode {
+    /// Files as themselves, with real owner, mode and xattrs (needs root).
+    Bare,
+    /// Files owned by the writer; real owner, mode and xattrs in `user.ostreemeta`.
+    BareUser,
+    /// Files owned by the writer, canonical permissions, no xattrs.
+    BareUserOnly,
+    /// Compressed `.filez` objects, suitable for serving over HTTP.
+    Archive,
+}
+
+impl RepoMode {
+    /// Parse a mode name as ostree's `init --mode` and config accept it.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "bare" => RepoMode::Bare,
+            "bare-user" => RepoMode::BareUser,
+            "bare-user-only" => RepoMode::BareUserOnly,
+            "archive" | "archive-z2" => RepoMode::Archive,
+            _ => return None,
+        })
+    }
+
+    /// The name written to `core.mode`.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            RepoMode::Bare => "bare",
+            RepoMode::BareUser => "bare-user",
+            RepoMode::BareUserOnly => "bare-user-only",
+            RepoMode::Archive => "archive-z2",
+        }
+    }
+
+    fn file_ext(self) -> &'static str {
+        match self {
+            RepoMode::Archive => "filez",
+            _ => "file",
+        }
+    }
+}
+
+/// An open OSTree repository.
+#[derive(Debug)]
+pub struct Repo {
+    path: PathBuf,
+    mode: RepoMode,
+    config: KeyFile,
+    zlib_level: u32,
+    fsync: bool,
+}
+
+impl Repo {
+    /// Create a repository, or open it unchanged if `objects/` already exists (as ostree).
+    pub fn init(path: &Path, mode: RepoMode) -> Result<Repo> {
+        if path.join("objects").is_dir() {
+            return Repo::open(path);
+        }
+        fs::create_dir_all(path).at(path)?;
+        for d in [
+            "tmp",
+            "extensions",
+            "state",
+            "refs",
+            "refs/heads",
+            "refs/mirrors",
+            "refs/remotes",
+        ] {
+            let p = path.join(d);
+            fs::create_dir_all(&p).at(&p)?;
+        }
+        let mut config = KeyFile::new();
+        config.set_raw_value("core", "repo_version", "1");
+        config.set_raw_value("core", "mode", mode.config_name());
+        write_file_atomic(&path.join("config"), config.to_data().as_bytes())?;
+        // objects/ last: its presence is what marks a complete repository.
+        let objects = path.join("objects");
+        fs::create_dir_all(&objects).at(&objects)?;
+        Repo::open(path)
+    }
+
+    /// Open an existing repository.
+    pub fn open(path: &Path) -> Result<Repo> {
+        let config_path = path.join("config");
+        if !path.join("objects").is_dir() {
+            return Err(Error::Config {
+                path: config_path,
+                message: format!(
+                    "{} is not an OSTree repository (no objects/)",
+                    path.display()
+                ),
+            });
+        }
+        let text = fs::read_to_string(&config_path).at(&config_path)?;
+        let config = KeyFile::parse(&text).map_err(|e| Error::Config {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        let cfg_err = |message: String| Error::Config {
+            path: config_path.clone(),
+            message,
+        };
+        match config.raw_value("core", "repo_version") {
+            Some("1") => {}
+            other => return Err(cfg_err(format!("unsupported repo_version {other:?}"))),
+        }
+        if config
+            .boolean("core", "archive")
+            .map_err(|e| cfg_err(e.to_string()))?
+            == Some(true)
+        {
+            return Err(cfg_err(
+                "legacy archive repositories are no longer supported".into(),
+            ));
+        }
+        let mode_name = config.raw_value("core", "mode").unwrap_or("bare");
+        let mode = RepoMode::parse(mode_name)
+            .ok_or_else(|| cfg_err(format!("unsupported repository mode {mode_name:?}")))?;
+        let zlib_level = config
+            .integer("archive", "zlib-level")
+            .map_err(|e| cfg_err(e.to_string()))?
+            .unwrap_or(6)
+            .clamp(1, 9) as u32;
+        let fsync = config
+            .boolean("core", "fsync")
+            .map_err(|e| cfg_err(e.to_string()))?
+            .unwrap_or(true);
+        Ok(Repo {
+            path: path.to_path_buf(),
+            mode,
+            config,
+            zlib_level,
+            fsync,
+        })
+    }
+
+    /// The repository's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The storage mode.
+    pub fn mode(&self) -> RepoMode {
+        self.mode
+    }
+
+    /// The parsed `config` file.
+    pub fn config(&self) -> &KeyFile {
+        &self.config
+    }
+
+    /// Replace the `config` file atomically.
+    pub fn write_config(&mut self, config: KeyFile) -> Result<()> {
+        write_file_atomic(&self.path.join("config"), config.to_data().as_bytes())?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Where a loose object lives.
+    pub fn object_path(&self, name: &ObjectName) -> PathBuf {
+        self.path
+            .join("objects")
+            .join(loose_relpath(self.mode, name))
+    }
+
+    /// Whether an object is stored (symlink objects count too).
+    pub fn has_object(&self, name: &ObjectName) -> bool {
+        fs::symlink_metadata(self.object_path(name)).is_ok()
+    }
+
+    /// The raw bytes of a metadata object.
+    pub fn read_meta_bytes(&self, name: &ObjectName) -> Result<Vec<u8>> {
+        let p = self.object_path(name);
+        match fs::read(&p) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(*name)),
+            Err(e) => Err(Error::Io { path: p, source: e }),
+        }
+    }
+
+    /// Load and validate a commit.
+    pub fn load_commit(&self, c: &Checksum) -> Result<Commit> {
+        let name = ObjectName::new(*c, ObjectType::Commit);
+        Commit::from_bytes(&self.read_meta_bytes(&name)?).map_err(|reason| invalid(&name, reason))
+    }
+
+    /// Load and validate a dirtree.
+    pub fn load_dirtree(&self, c: &Checksum) -> Result<DirTree> {
+        let name = ObjectName::new(*c, ObjectType::DirTree);
+        DirTree::from_bytes(&self.read_meta_bytes(&name)?).map_err(|reason| invalid(&name, reason))
+    }
+
+    /// Load and validate a dirmeta.
+    pub fn load_dirmeta(&self, c: &Checksum) -> Result<DirMeta> {
+        let name = ObjectName::new(*c, ObjectType::DirMeta);
+        DirMeta::from_bytes(&self.read_meta_bytes(&name)?).map_err(|reason| invalid(&name, reason))
+    }
+
+    /// Detached metadata of a commit, if any.
+    pub fn read_commitmeta(&self, c: &Checksum) -> Result<Option<Metadata>> {
+        let name = ObjectName::new(*c, ObjectType::CommitMeta);
+        match self.read_meta_bytes(&name) {
+            Ok(b) => commitmeta_from_bytes(&b)
+                .map(Some)
+                .map_err(|reason| invalid(&name, reason)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replace a commit's detached metadata (written atomically; not content-addressed).
+    pub fn write_commitmeta(&self, c: &Checksum, meta: &Metadata) -> Result<()> {
+        let path = self.object_path(&ObjectName::new(*c, ObjectType::CommitMeta));
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).at(dir)?;
+        }
+        write_file_atomic(&path, &meta.to_bytes())
+    }
+
+    /// Open a content object: its header and a reader over its content (empty for
+    /// symlinks), plus the content size.
+    pub fn open_file(&self, c: &Checksum) -> Result<(FileHeader, ContentReader, u64)> {
+        let name = ObjectName::new(*c, ObjectType::File);
+        let path = self.object_path(&name);
+        let not_found = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(name)
+            } else {
+                Error::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        };
+        match self.mode {
+            RepoMode::Archive => {
+                let file = File::open(&path).map_err(not_found)?;
+                let mut r = BufReader::new(file);
+                let mut prefix = [0u8; 8];
+                r.read_exact(&mut prefix)
+                    .map_err(|_| invalid(&name, "truncated header".into()))?;
+                let hlen =
+                    u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+                if hlen > 1 << 20 {
+                    return Err(invalid(&name, format!("header length {hlen} is too large")));
+                }
+                let mut hbytes = vec![0u8; hlen];
+                r.read_exact(&mut hbytes)
+                    .map_err(|_| invalid(&name, "truncated header".into()))?;
+                let (header, size) =
+                    FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(&name, e))?;
+                let reader = if header.is_symlink() {
+                    ContentReader::Empty
+                } else {
+                    ContentReader::Deflate(Box::new(DeflateDecoder::new(r).take(size)))
+                };
+                Ok((header, reader, size))
+            }
+            RepoMode::Bare | RepoMode::BareUserOnly => {
+                let md = fs::symlink_metadata(&path).map_err(not_found)?;
+                let (uid, gid) = if self.mode == RepoMode::Bare {
+                    (md.uid(), md.gid())
+                } else {
+                    (0, 0)
+                };
+                if md.file_type().is_symlink() {
+                    let target = fs::read_link(&path).at(&path)?;
+                    let xattrs = if self.mode == RepoMode::Bare {
+                        sys::read_xattrs(&path)?
+                    } else {
+                        Vec::new()
+                    };
+                    let header = FileHeader {
+                        uid,
+                        gid,
+                        mode: S_IFLNK | 0o777,
+                        symlink_target: path_to_string(&target, &path)?,
+                        xattrs,
+                    };
+                    return Ok((header, ContentReader::Empty, 0));
+                }
+                if !md.file_type().is_file() {
+                    return Err(invalid(&name, "not a regular file or symlink".into()));
+                }
+                let xattrs = if self.mode == RepoMode::Bare {
+                    sys::read_xattrs(&path)?
+                } else {
+                    Vec::new()
+                };
+                let header = FileHeader {
+                    uid,
+                    gid,
+                    mode: S_IFREG | (md.mode() & 0o7777),
+                    symlink_target: String::new(),
+                    xattrs,
+                };
+                let file = File::open(&path).at(&path)?;
+                Ok((header, ContentReader::Plain(file), md.len()))
+            }
+            RepoMode::BareUser => {
+                let mut file = File::open(&path).map_err(not_found)?;
+                let meta =
+                    sys::fget_xattr(&file, &path, BARE_USER_META_XATTR)?.ok_or_else(|| {
+                        invalid(&name, format!("missing {BARE_USER_META_XATTR} xattr"))
+                    })?;
+                let mut header =
+                    FileHeader::from_bare_user_meta(&meta).map_err(|e| invalid(&name, e))?;
+                let size = file.metadata().at(&path)?.len();
+                if header.mode & S_IFMT == S_IFLNK {
+                    let mut target = Vec::new();
+                    file.read_to_end(&mut target).at(&path)?;
+                    let target = target.strip_suffix(b"\0").unwrap_or(&target);
+                    header.symlink_target = String::from_utf8(target.to_vec())
+                        .map_err(|_| invalid(&name, "symlink target is not UTF-8".into()))?;
+                    header.validate().map_err(|e| invalid(&name, e))?;
+                    return Ok((header, ContentReader::Empty, 0));
+                }
+                header.validate().map_err(|e| invalid(&name, e))?;
+                file.rewind().at(&path)?;
+                Ok((header, ContentReader::Plain(file), size))
+            }
+        }
+    }
+
+    /// Begin adding objects. Holds the repository lock shared until the transaction ends.
+    pub fn begin(&self) -> Result<Transaction<'_>> {
+        let lock = RepoLock::acquire(&self.path.join(".lock"), LockKind::Shared)?;
+        let tmp = self.path.join("tmp");
+        fs::create_dir_all(&tmp).at(&tmp)?;
+        self.remove_stale_staging(&tmp)?;
+        let staging = tempfile::Builder::new()
+            .prefix("staging-")
+            .tempdir_in(&tmp)
+            .at(&tmp)?
+            .keep();
+        let staging_handle = File::open(&staging).at(&staging)?;
+        rustix::fs::flock(&staging_handle, rustix::fs::FlockOperation::LockExclusive)
+            .at(&staging)?;
+        Ok(Transaction {
+            repo: self,
+            staging,
+            _staging_handle: staging_handle,
+            _lock: lock,
+        })
+    }
+
+    /// Staging directories whose writer died are unlocked: delete them.
+    fn remove_stale_staging(&self, tmp: &Path) -> Result<()> {
+        for entry in fs::read_dir(tmp).at(tmp)? {
+            let entry = entry.at(tmp)?;
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with("staging-") {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(handle) = File::open(&path) else {
+                continue;
+            };
+            let free = rustix::fs::flock(
+                &handle,
+                rustix::fs::FlockOperation::NonBlockingLockExclusive,
+            )
+            .is_ok();
+            if free {
+                tracing::debug!("removing stale staging directory {}", path.display());
+                fs::remove_dir_all(&path).at(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every loose object in the repository.
+    pub fn list_objects(&self) -> Result<Vec<ObjectName>> {
+        let objects = self.path.join("objects");
+        let mut out = Vec::new();
+        for sub in fs::read_dir(&objects).at(&objects)? {
+            let sub = sub.at(&objects)?;
+            let prefix = sub.file_name();
+            let Some(prefix) = prefix.to_str() else {
+                continue;
+            };
+            if prefix.len() != 2 || !sub.path().is_dir() {
+                continue;
+            }
+            let dir = sub.path();
+            for entry in fs::read_dir(&dir).at(&dir)? {
+                let entry = entry.at(&dir)?;
+                let fname = entry.file_name();
+                let Some(fname) = fname.to_str() else {
+                    continue;
+                };
+                let Some((rest, ext)) = fname.split_once('.') else {
+                    continue;
+                };
+                let Some(objtype) = ObjectType::from_name(ext) else {
+                    continue;
+                };
+                if let Ok(c) = format!("{prefix}{rest}").parse::<Checksum>() {
+                    out.push(ObjectName::new(c, objtype));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// True when a commit's tree may be incomplete (an interrupted pull).
+    pub fn is_partial(&self, c: &Checksum) -> bool {
+        self.path
+            .join("state")
+            .join(format!("{c}.commitpartial"))
+            .exists()
+    }
+
+    /// Delete a loose object (used by prune and `fsck --delete`).
+    pub fn delete_object(&self, name: &ObjectName) -> Result<()> {
+        let p = self.object_path(name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io { path: p, source: e }),
+        }
+    }
+
+    pub(crate) fn zlib_level(&self) -> u32 {
+        self.zlib_level
+    }
+}
+
+fn invalid(name: &ObjectName, reason: String) -> Error {
+    Error::InvalidObject {
+        object: name.to_string(),
+        reason,
+    }
+}
+
+fn path_to_string(p: &Path, at: &Path) -> Result<String> {
+    p.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::InvalidName {
+            name: p.to_string_lossy().into_owned(),
+            context: at.display().to_string(),
+            reason: "not valid UTF-8",
+        })
+}
+
+fn loose_relpath(mode: RepoMode, name: &ObjectName) -> PathBuf {
+    let hex = name.checksum.to_hex();
+    let ext = match name.objtype {
+        ObjectType::File => mode.file_ext(),
+        t => t.name(),
+    };
+    PathBuf::from(&hex[..2]).join(format!("{}.{ext}", &hex[2..]))
+}
+
+/// Write a whole file durably: temp file, fsync, rename, fsync the directory.
+pub fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(data).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .at(path)?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    sys::fsync_dir(dir)
+}
+
+/// A reader over a content object's bytes.
+pub enum ContentReader {
+    /// A symlink: no content.
+    Empty,
+    /// A bare object file.
+    Plain(File),
+    /// A decompressing `.filez` reader, bounded to the declared size.
+    Deflate(Box<std::io::Take<DeflateDecoder<BufReader<File>>>>),
+}
+
+impl Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ContentReader::Empty => Ok(0),
+            ContentReader::Plain(f) => f.read(buf),
+            ContentReader::Deflate(d) => d.read(buf),
+        }
+    }
+}
+
+/// Hashes a content stream: prefix, header, then the content bytes.
+pub struct ContentHasher(Sha256);
+
+impl ContentHasher {
+    /// Start with a header.
+    pub fn new(header: &FileHeader) -> Self {
+        let hb = header.to_checksum_bytes();
+        let mut h = Sha256::new();
+        h.update(header_prefix(hb.len()));
+        h.update(&hb);
+        ContentHasher(h)
+    }
+    /// Feed content.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    /// The object checksum.
+    pub fn finish(self) -> Checksum {
+        Checksum(self.0.finalize().into())
+    }
+}
+
+/// Checksum of a content object from its header and full content.
+pub fn content_checksum(header: &FileHeader, content: &mut dyn Read) -> std::io::Result<Checksum> {
+    let mut h = ContentHasher::new(header);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = content.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+/// A set of object writes that become visible together.
+///
+/// Objects are written into a private staging directory under `tmp/`; `commit` flushes
+/// them to disk, then renames them into `objects/`. A process killed at any point leaves
+/// only complete objects in `objects/` and a stale staging directory that the next
+/// transaction deletes.
+pub struct Transaction<'r> {
+    repo: &'r Repo,
+    staging: PathBuf,
+    _staging_handle: File,
+    _lock: RepoLock,
+}
+
+impl<'r> Transaction<'r> {
+    /// The repository.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
+    /// Whether the object is stored or staged.
+    pub fn has_object(&self, name: &ObjectName) -> bool {
+        self.repo.has_object(name)
+            || fs::symlink_metadata(self.staging.join(loose_relpath(self.repo.mode, name))).is_ok()
+    }
+
+    fn staged_path(&self, name: &ObjectName) -> Result<PathBuf> {
+        let p = self.staging.join(loose_relpath(self.repo.mode, name));
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).at(dir)?;
+        }
+        Ok(p)
+    }
+
+    /// Store a metadata object; returns its checksum.
+    pub fn write_meta(&self, objtype: ObjectType, data: &[u8]) -> Result<Checksum> {
+        let c = Checksum::of(data);
+        self.write_meta_as(&ObjectName::new(c, objtype), data)?;
+        Ok(c)
+    }
+
+    /// Store a metadata object under a given name (for objects verified elsewhere).
+    pub fn write_meta_as(&self, name: &ObjectName, data: &[u8]) -> Result<()> {
+        if self.has_object(name) {
+            return Ok(());
+        }
+        let dest = self.staged_path(name)?;
+        let mut tmp = self.tempfile()?;
+        tmp.write_all(data).at(tmp.path())?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .at(tmp.path())?;
+        persist(tmp, &dest)
+    }
+
+    fn tempfile(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.staging)
+            .at(&self.staging)
+    }
+
+    /// Store a content object whose content comes from `content` (exactly `size` bytes
+    /// for a regular file, nothing for a symlink). `source` names the input in errors.
+    pub fn write_content(
+        &self,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        source: &str,
+    ) -> Result<Checksum> {
+        header.validate().map_err(|reason| Error::InvalidObject {
+            object: source.to_owned(),
+            reason,
+        })?;
+        if header.is_symlink() {
+            return self.write_symlink(header, source);
+        }
+        let mut hasher = ContentHasher::new(header);
+        let mut tmp = self.tempfile()?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut copied = 0u64;
+        let short = |copied: u64| Error::InvalidObject {
+            object: source.to_owned(),
+            reason: format!("content is {copied} bytes, expected {size}"),
+        };
+        let mut pump = |out: &mut dyn Write| -> Result<()> {
+            loop {
+                let n = content.read(&mut buf).at(source)?;
+                if n == 0 {
+                    break;
+                }
+                copied += n as u64;
+                if copied > size {
+                    return Err(short(copied));
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n]).at(&tmp_path)?;
+            }
+            Ok(())
+        };
+        match self.repo.mode {
+            RepoMode::Archive => {
+                let hb = header.to_archive_bytes(size);
+                let file = tmp.as_file_mut();
+                file.write_all(&header_prefix(hb.len())).at(&tmp_path)?;
+                file.write_all(&hb).at(&tmp_path)?;
+                let mut enc = DeflateEncoder::new(
+                    std::io::BufWriter::with_capacity(128 * 1024, &mut *file),
+                    Compression::new(self.repo.zlib_level()),
+                );
+                pump(&mut enc)?;
+                enc.finish().and_then(|mut w| w.flush()).at(&tmp_path)?;
+                file.set_permissions(fs::Permissions::from_mode(0o644))
+                    .at(&tmp_path)?;
+            }
+            mode => {
+                pump(tmp.as_file_mut())?;
+                let file = tmp.as_file();
+                match mode {
+                    RepoMode::Bare => {
+                        rustix::fs::fchown(
+                            file,
+                            Some(rustix::fs::Uid::from_raw(header.uid)),
+                            Some(rustix::fs::Gid::from_raw(header.gid)),
+                        )
+                        .at(&tmp_path)?;
+                        file.set_permissions(fs::Permissions::from_mode(header.mode & 0o7777))
+                            .at(&tmp_path)?;
+                        sys::set_xattrs(&tmp_path, &header.xattrs)?;
+                    }
+                    RepoMode::BareUser => {
+                        let disk_mode = (header.mode & 0o775) | 0o400;
+                        file.set_permissions(fs::Permissions::from_mode(disk_mode))
+                            .at(&tmp_path)?;
+                        sys::fset_xattr(
+                            file,
+                            &tmp_path,
+                            BARE_USER_META_XATTR,
+                            &header.to_bare_user_meta(),
+                        )?;
+                    }
+                    _ => {
+                        file.set_permissions(fs::Permissions::from_mode(header.mode & 0o775))
+                            .at(&tmp_path)?;
+                    }
+                }
+                sys::zero_times(&tmp_path)?;
+            }
+        }
+        if copied != size {
+            return Err(short(copied));
+        }
+        let c = hasher.finish();
+        let name = ObjectName::new(c, ObjectType::File);
+        if !self.has_object(&name) {
+            persist(tmp, &self.staged_path(&name)?)?;
+        }
+        Ok(c)
+    }
+
+    fn write_symlink(&self, header: &FileHeader, source: &str) -> Result<Checksum> {
+        let c = ContentHasher::new(header).finish();
+        let name = ObjectName::new(c, ObjectType::File);
+        if self.has_object(&name) {
+            return Ok(c);
+        }
+        let dest = self.staged_path(&name)?;
+        match self.repo.mode {
+            RepoMode::Archive | RepoMode::BareUser => {
+                let mut tmp = self.tempfile()?;
+                let tmp_path = tmp.path().to_path_buf();
+                if self.repo.mode == RepoMode::Archive {
+                    let hb = header.to_archive_bytes(0);
+                    tmp.write_all(&header_prefix(hb.len())).at(&tmp_path)?;
+                    tmp.write_all(&hb).at(&tmp_path)?;
+                } else {
+                    tmp.write_all(header.symlink_target.as_bytes())
+                        .at(&tmp_path)?;
+                    tmp.write_all(b"\0").at(&tmp_path)?;
+                    sys::fset_xattr(
+                        tmp.as_file(),
+                        &tmp_path,
+                        BARE_USER_META_XATTR,
+                        &header.to_bare_user_meta(),
+                    )?;
+                }
+                tmp.as_file()
+                    .set_permissions(fs::Permissions::from_mode(0o644))
+                    .at(&tmp_path)?;
+                if self.repo.mode == RepoMode::BareUser {
+                    sys::zero_times(&tmp_path)?;
+                }
+                persist(tmp, &dest)?;
+            }
+            RepoMode::Bare | RepoMode::BareUserOnly => {
+                let tmp_path = self.staging.join(format!(".tmp-link-{}", c.to_hex()));
+                let _ = fs::remove_file(&tmp_path);
+                std::os::unix::fs::symlink(&header.symlink_target, &tmp_path).at(&tmp_path)?;
+                if self.repo.mode == RepoMode::Bare {
+                    sys::lchown(&tmp_path, header.uid, header.gid)?;
+                    sys::set_xattrs(&tmp_path, &header.xattrs)?;
+                }
+                fs::rename(&tmp_path, &dest).at(&dest)?;
+            }
+        }
+        let _ = source;
+        Ok(c)
+    }
+
+    /// Make every staged object durable and visible in `objects/`.
+    pub fn commit(self) -> Result<()> {
+        crate::fault::point("commit-before-sync");
+        if self.repo.fsync {
+            sys::syncfs(&self.staging)?;
+        }
+        let objects = self.repo.path.join("objects");
+        let mut moved = 0usize;
+        for sub in fs::read_dir(&self.staging).at(&self.staging)? {
+            let sub = sub.at(&self.staging)?;
+            if !sub.file_type().at(sub.path())?.is_dir() {
+                continue;
+            }
+            let dest_dir = objects.join(sub.file_name());
+            fs::create_dir_all(&dest_dir).at(&dest_dir)?;
+            let src_dir = sub.path();
+            for entry in fs::read_dir(&src_dir).at(&src_dir)? {
+                let entry = entry.at(&src_dir)?;
+                let dest = dest_dir.join(entry.file_name());
+                if !sys::rename_noreplace(&entry.path(), &dest)? {
+                    fs::remove_file(entry.path()).at(entry.path())?;
+                }
+                moved += 1;
+                if moved == 1 {
+                    crate::fault::point("commit-during-rename");
+                }
+            }
+        }
+        if self.repo.fsync {
+            sys::syncfs(&objects)?;
+        }
+        fs::remove_dir_all(&self.staging).at(&self.staging)?;
+        Ok(())
+    }
+}
+
+fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    tmp.persist(dest).map_err(|e| Error::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}

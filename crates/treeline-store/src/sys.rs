@@ -1,0 +1,203 @@
+//! Thin wrappers over the system calls the store needs beyond `std`: xattrs, timestamps,
+//! durability and OSTree-compatible locking.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::fs::{Timespec, Timestamps};
+
+use crate::error::{IoContext, Result};
+use crate::object::Xattrs;
+
+/// Read a file's xattrs without following symlinks, sorted, skipping empty values as
+/// ostree does. Filesystems without xattr support give an empty list.
+pub fn read_xattrs(path: &Path) -> Result<Xattrs> {
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rustix::fs::llistxattr_query(path).at(path)?;
+                names.resize(need.max(names.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e).at(path),
+        }
+    };
+    let mut out = Xattrs::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let value = get_xattr(path, name)?;
+        if let Some(v) = value
+            && !v.is_empty()
+        {
+            out.push((name.to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn get_xattr(path: &Path, name: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::lgetxattr(path, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rustix::fs::lgetxattr_query(path, name).at(path)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e).at(path),
+        }
+    }
+}
+
+/// Read one xattr of an open file.
+pub fn fget_xattr(file: &File, path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::fgetxattr(file, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = rustix::fs::fgetxattr_query(file, name).at(path)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e).at(path),
+        }
+    }
+}
+
+/// Set xattrs on a path without following symlinks.
+pub fn set_xattrs(path: &Path, xattrs: &Xattrs) -> Result<()> {
+    for (name, value) in xattrs {
+        rustix::fs::lsetxattr(
+            path,
+            name.as_slice(),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .at(path)?;
+    }
+    Ok(())
+}
+
+/// Set one xattr on an open file.
+pub fn fset_xattr(file: &File, path: &Path, name: &str, value: &[u8]) -> Result<()> {
+    rustix::fs::fsetxattr(file, name, value, rustix::fs::XattrFlags::empty()).at(path)
+}
+
+const EPOCH: Timestamps = Timestamps {
+    last_access: Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    },
+    last_modification: Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    },
+};
+
+/// Give a path (not following symlinks) mtime and atime 0, as ostree does for objects.
+pub fn zero_times(path: &Path) -> Result<()> {
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &EPOCH,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .at(path)
+}
+
+/// Change a path's owner without following symlinks.
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    // SAFETY-free: rustix validates ids; u32::MAX would mean "unchanged" and never occurs here.
+    let uid = rustix::fs::Uid::from_raw(uid);
+    let gid = rustix::fs::Gid::from_raw(gid);
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        Some(uid),
+        Some(gid),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .at(path)
+}
+
+/// fsync a directory so renames inside it are durable.
+pub fn fsync_dir(path: &Path) -> Result<()> {
+    let d = File::open(path).at(path)?;
+    d.sync_all().at(path)
+}
+
+/// Flush the whole filesystem holding `path`.
+pub fn syncfs(path: &Path) -> Result<()> {
+    let d = File::open(path).at(path)?;
+    rustix::fs::syncfs(d.as_fd()).at(path)
+}
+
+/// Rename without replacing an existing destination. Returns false when it exists.
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<bool> {
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(e).at(to),
+    }
+}
+
+/// The kind of repository lock, as ostree uses them: shared for writing objects,
+/// exclusive for deleting them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// Held while a transaction adds objects.
+    Shared,
+    /// Held while objects are deleted (prune).
+    Exclusive,
+}
+
+/// An open-file-description lock on the repository's `.lock`, compatible with the one
+/// ostree takes (flock-based locks would not exclude ostree). Released on drop.
+#[derive(Debug)]
+pub struct RepoLock {
+    _file: File,
+}
+
+impl RepoLock {
+    /// Block until the lock is held.
+    pub fn acquire(path: &Path, kind: LockKind) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at(path)?;
+        let lock = libc::flock {
+            l_type: match kind {
+                LockKind::Shared => libc::F_RDLCK as i16,
+                LockKind::Exclusive => libc::F_WRLCK as i16,
+            },
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&lock))
+            .map_err(std::io::Error::from)
+            .at(path)?;
+        Ok(RepoLock { _file: file })
+    }
+}
