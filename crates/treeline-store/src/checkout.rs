@@ -233,7 +233,7 @@ fn place_file(
             Overwrite::Union => {}
         }
     }
-    if can_link {
+    if can_link && hardlinkable(repo, csum, opts)? {
         let obj = repo.object_path(&ObjectName::new(*csum, ObjectType::File));
         match link_into_place(&obj, dest, exists) {
             Ok(()) => return Ok(()),
@@ -273,6 +273,53 @@ fn place_file(
         });
     }
     copy_out(repo, csum, dest, exists, opts)
+}
+
+/// Whether this object may be hardlinked into the checkout: bare-user stores symlinks
+/// as regular files, and user mode must not hand out setuid/setgid files, so those are
+/// written out instead (as ostree does).
+fn hardlinkable(repo: &Repo, csum: &Checksum, opts: &CheckoutOptions) -> Result<bool> {
+    let obj = repo.object_path(&ObjectName::new(*csum, ObjectType::File));
+    let mode =
+        if repo.mode() == RepoMode::BareUser {
+            let file = File::open(&obj).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::NotFound(ObjectName::new(*csum, ObjectType::File))
+                }
+                _ => Error::Io {
+                    path: obj.clone(),
+                    source: e,
+                },
+            })?;
+            let meta = sys::fget_xattr(&file, &obj, crate::repo::BARE_USER_META_XATTR)?
+                .ok_or_else(|| Error::InvalidObject {
+                    object: ObjectName::new(*csum, ObjectType::File).to_string(),
+                    reason: "missing user.ostreemeta xattr".into(),
+                })?;
+            FileHeader::from_bare_user_meta(&meta)
+                .map_err(|reason| Error::InvalidObject {
+                    object: ObjectName::new(*csum, ObjectType::File).to_string(),
+                    reason,
+                })?
+                .mode
+        } else {
+            match fs::symlink_metadata(&obj) {
+                Ok(md) => md.mode(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound(ObjectName::new(*csum, ObjectType::File)));
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: obj,
+                        source: e,
+                    });
+                }
+            }
+        };
+    if mode & crate::object::S_IFMT == crate::object::S_IFLNK {
+        return Ok(repo.mode() != RepoMode::BareUser);
+    }
+    Ok(!(opts.user_mode && mode & 0o6000 != 0))
 }
 
 fn link_into_place(obj: &Path, dest: &Path, replace: bool) -> std::io::Result<()> {

@@ -829,4 +829,3 @@ fn prune(repo: &Repo, args: PruneArgs) -> Result<()> {
     }
     Ok(())
 }
-

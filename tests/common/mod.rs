@@ -1,0 +1,284 @@
+//! Helpers shared by the integration tests: running treeline and the reference tools,
+//! finding test data, generating trees with the hard cases, and comparing trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The treeline binary under test.
+pub fn treeline() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_treeline"))
+}
+
+/// A reference tool; fails the test with a clear message if it is not installed
+/// (`.ci/run` installs every one of them).
+pub fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "required tool `{name}` is not installed; run .ci/run or install it"
+    );
+    Command::new(name)
+}
+
+/// Run a command, fail the test with its output unless it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command that must fail; returns its output.
+pub fn run_fail(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The shared test data directory: `$TREELINE_TEST_DATA`, else `../shared/data` beside
+/// the repository. Fails loudly when missing: tests are never skipped silently.
+pub fn test_data() -> PathBuf {
+    let dir = std::env::var_os("TREELINE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        dir.is_dir(),
+        "test data not found at {} (set TREELINE_TEST_DATA to the shared data directory)",
+        dir.display()
+    );
+    dir
+}
+
+/// The Alpine minirootfs tarball (3.20.3).
+pub fn alpine_minirootfs_tarball() -> PathBuf {
+    let p = test_data().join("alpine/minirootfs/alpine-minirootfs-3.20.3-x86_64.tar.gz");
+    assert!(p.is_file(), "missing test data file {}", p.display());
+    p
+}
+
+/// Unpack the Alpine minirootfs into `dest` with the system tar (keeps owners as root).
+pub fn unpack_minirootfs(dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    run_ok(
+        tool("tar")
+            .arg("-xzf")
+            .arg(alpine_minirootfs_tarball())
+            .arg("-C")
+            .arg(dest)
+            .arg("--numeric-owner"),
+    );
+}
+
+fn set_xattr(path: &Path, name: &str, value: &str) {
+    run_ok(
+        tool("setfattr")
+            .args(["-h", "-n", name, "-v", value])
+            .arg(path),
+    );
+}
+
+/// A directory holding the hard cases: empty files and directories, relative, absolute
+/// and dangling symlinks, setuid/setgid/sticky modes, a 255-byte name, deep nesting,
+/// xattrs on files and directories, hardlinks, odd owners and a large file.
+pub fn make_hard_tree(root: &Path) {
+    fs::create_dir_all(root).unwrap();
+    let w = |p: &str, data: &[u8], mode: u32| {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w("empty", b"", 0o644);
+    w("hello.txt", b"hello\n", 0o644);
+    w("bin/tool", b"#!/bin/sh\necho hi\n", 0o755);
+    w("bin/suid", b"suid\n", 0o4755);
+    w("bin/sgid", b"sgid\n", 0o2711);
+    w("private/secret", b"secret\n", 0o600);
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::create_dir_all(root.join("restricted")).unwrap();
+    w("restricted/inside", b"x", 0o644);
+    fs::set_permissions(root.join("restricted"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("hello.txt", root.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("link-abs")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", root.join("link-dangling")).unwrap();
+    std::os::unix::fs::symlink("../hello.txt", root.join("bin/link-up")).unwrap();
+    let long = "n".repeat(255);
+    w(&format!("long/{long}"), b"long name\n", 0o644);
+    let deep: String = (0..40).map(|i| format!("d{i}/")).collect();
+    w(&format!("{deep}leaf"), b"deep\n", 0o644);
+    w("unicode/été ü 日本", b"unicode\n", 0o644);
+    w("xattrs/file", b"with xattrs\n", 0o644);
+    set_xattr(&root.join("xattrs/file"), "user.a", "A");
+    set_xattr(&root.join("xattrs/file"), "user.b", "BBB");
+    set_xattr(&root.join("xattrs"), "user.dir", "on a directory");
+    w("hardlinks/a", b"shared inode\n", 0o644);
+    fs::hard_link(root.join("hardlinks/a"), root.join("hardlinks/b")).unwrap();
+    w("owned/by-nobody", b"nobody\n", 0o640);
+    std::os::unix::fs::chown(root.join("owned/by-nobody"), Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::lchown(root.join("link-rel"), Some(1000), Some(1000)).unwrap();
+    // 24 MiB with structure, so compression has something to do but is not trivial.
+    let mut big = Vec::with_capacity(24 << 20);
+    let mut x: u32 = 12345;
+    while big.len() < 24 << 20 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        big.extend_from_slice(format!("line {} value {}\n", big.len(), x >> 16).as_bytes());
+    }
+    w("large/blob", &big, 0o644);
+}
+
+/// What a tree entry looks like, for comparing trees.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct Entry {
+    /// `d`, `f` or `l`.
+    pub kind: char,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// File content (hashed for large files) or symlink target.
+    pub content: String,
+    /// user.* xattrs.
+    pub xattrs: Vec<(String, String)>,
+}
+
+fn user_xattrs(path: &Path) -> Vec<(String, String)> {
+    let out = Command::new("getfattr")
+        .args(["-h", "-d", "-m", "^user\\.", "--absolute-names"])
+        .arg(path)
+        .output()
+        .expect("getfattr (package attr) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter(|l| !l.starts_with("user.ostreemeta"))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Snapshot of a tree: relative path → entry. `with_owner` and `with_xattrs` select what
+/// the comparison covers (user-mode checkouts keep neither).
+pub fn snapshot(root: &Path, with_owner: bool, with_xattrs: bool) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    walk(root, root, with_owner, with_xattrs, &mut out);
+    out
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    with_owner: bool,
+    with_xattrs: bool,
+    out: &mut BTreeMap<String, Entry>,
+) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let md = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let ft = md.file_type();
+        let (kind, content) = if ft.is_dir() {
+            ('d', String::new())
+        } else if ft.is_symlink() {
+            (
+                'l',
+                fs::read_link(&p).unwrap().to_string_lossy().into_owned(),
+            )
+        } else {
+            let data = fs::read(&p).unwrap();
+            let c = if data.len() > 4096 {
+                format!("{} bytes, fnv {:x}", data.len(), fnv(&data))
+            } else {
+                String::from_utf8_lossy(&data).into_owned()
+            };
+            ('f', c)
+        };
+        let e = Entry {
+            kind,
+            mode: if kind == 'l' {
+                0o777
+            } else {
+                md.mode() & 0o7777
+            },
+            uid: if with_owner { md.uid() } else { 0 },
+            gid: if with_owner { md.gid() } else { 0 },
+            content,
+            xattrs: if with_xattrs {
+                user_xattrs(&p)
+            } else {
+                Vec::new()
+            },
+        };
+        out.insert(rel, e);
+        if ft.is_dir() {
+            walk(root, &p, with_owner, with_xattrs, out);
+        }
+    }
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Assert two snapshots are equal, printing the first differences.
+pub fn assert_same_tree(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>, what: &str) {
+    if a == b {
+        return;
+    }
+    let mut diffs = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => diffs.push(format!("only in first: {k}")),
+            Some(w) if w != v => diffs.push(format!("differs: {k}: {v:?} vs {w:?}")),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            diffs.push(format!("only in second: {k}"));
+        }
+    }
+    diffs.truncate(20);
+    panic!("{what}: trees differ:\n{}", diffs.join("\n"));
+}
+
+/// Make every file and directory writable again and delete a tree (checkouts may hold
+/// read-only directories).
+pub fn force_remove(path: &Path) {
+    let _ = Command::new("chmod").args(["-R", "u+w"]).arg(path).status();
+    let _ = fs::remove_dir_all(path);
+}
