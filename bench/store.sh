@@ -225,7 +225,7 @@ declare -A SRC V2 STRIPPED
 declare -A TIMES RSS FAILED
 declare -A LAST_REPO CKSUM
 MIRROR_USED=
-RESULT= RESULT_E= LAST_ERR=
+RESULT='' RESULT_E='' LAST_ERR=''
 WARNINGS=()
 warn() { WARNINGS+=("$*"); note "WARNING: $*"; }
 
@@ -374,7 +374,8 @@ END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- report
 tl_version=$("$TL" --version 2>/dev/null | head -n1)
 tl_commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-tl_dirty=$(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q . && echo "+uncommitted changes" || true)
+tl_dirty=
+if git -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -q .; then tl_dirty=" + uncommitted changes"; fi
 os_version=$(ostree --version | sed -n "s/^ *Version: '\(.*\)'/\1/p")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 
