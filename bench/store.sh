@@ -334,10 +334,14 @@ bench_op() { # INPUT OP
             fi ;;
         checkout)
             if [ -n "$a" ] && [ -n "$b" ]; then
-                if diff -q <(cd "$a" && find . -printf '%p %y %m %s %l\n' | sort) \
-                           <(cd "$b" && find . -printf '%p %y %m %s %l\n' | sort) >/dev/null; then
+                local d
+                d=$(diff <(cd "$a" && find . -printf '%p %y %m %s %l\n' | sort) \
+                         <(cd "$b" && find . -printf '%p %y %m %s %l\n' | sort) | grep '^[<>]' || true)
+                if [ -z "$d" ]; then
                     CHECKS+=("$input checkout: same paths, types, modes, sizes")
-                else warn "$input checkout: trees differ (paths/types/modes/sizes) between $a and $b"; fi
+                else
+                    warn "$input checkout: trees differ in $(grep -c '^<' <<<"$d") entries ('path type mode size target', < treeline, > ostree), e.g. $(head -n 4 <<<"$d" | tr '\n' ';')"
+                fi
             fi ;;
         prune)
             if [ -n "$a" ] && [ -n "$b" ]; then

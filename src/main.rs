@@ -1,5 +1,6 @@
 //! treeline: image-based Linux systems with atomic updates, on an OSTree-compatible store.
 
+mod progress;
 mod repo_cmds;
 
 use std::path::PathBuf;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
+
+use crate::progress::Bar;
 use clap::{Args, Subcommand};
 use treeline_store::builder::{self, CommitModifier, CommitOptions, MutableTree};
 use treeline_store::checkout::{CheckoutOptions, Overwrite};
@@ -387,7 +389,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
                 require_hardlinks: args.require_hardlinks,
                 force_copy: args.force_copy,
             };
-            treeline_store::checkout::checkout(&repo, &c, &dest, &opts)
+            treeline_store::checkout::checkout(&repo, &c, &dest, &opts, &Bar::new("checking out"))
                 .with_context(|| format!("checking out {} to {}", args.rev, dest.display()))?;
         }
         Command::Fsck {
@@ -514,8 +516,10 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
             .split_once('=')
             .ok_or_else(|| anyhow!("--tree {spec:?}: expected dir=PATH, tar=FILE or ref=REV"))?;
         let tree = match kind {
-            "dir" => builder::tree_from_dir(&txn, Path::new(value), &modifier)
-                .with_context(|| format!("committing directory {value}"))?,
+            "dir" => {
+                builder::tree_from_dir(&txn, Path::new(value), &modifier, &Bar::new("committing"))
+                    .with_context(|| format!("committing directory {value}"))?
+            }
             "tar" => {
                 let f = File::open(value).with_context(|| format!("opening tar {value}"))?;
                 let reader = decompressing_reader(BufReader::new(f), value)?;
@@ -747,7 +751,7 @@ fn fsck(repo: &Repo, delete: bool, json: bool, quiet: bool) -> Result<ExitCode> 
     if !quiet && !json {
         eprintln!("Verifying objects in {}...", repo.path().display());
     }
-    let report = treeline_store::fsck::fsck(repo, delete)?;
+    let report = treeline_store::fsck::fsck(repo, delete, &Bar::new("verifying"))?;
     if json {
         let v = serde_json::json!({
             "objects": report.objects,

@@ -15,6 +15,7 @@ use crate::object::{
     Commit, DirMeta, DirTree, FileHeader, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, Xattrs,
     validate_filename,
 };
+use crate::progress::Progress;
 use crate::repo::{Repo, RepoMode, Transaction};
 use crate::sys;
 use crate::variant::Metadata;
@@ -454,6 +455,7 @@ pub fn tree_from_dir(
     txn: &Transaction<'_>,
     dir: &Path,
     modifier: &CommitModifier,
+    progress: &dyn Progress,
 ) -> Result<MutableTree> {
     let md = fs::metadata(dir).at(dir)?;
     if !md.is_dir() {
@@ -465,9 +467,14 @@ pub fn tree_from_dir(
     let mut pending = Vec::new();
     let mut seen = HashMap::new();
     let scanned = scan_dir(txn, dir, &md, modifier, &mut pending, &mut seen)?;
+    progress.set_total(pending.len() as u64);
     let sums = pending
         .par_iter()
-        .map(|p| write_pending(txn, p, modifier))
+        .map(|p| {
+            let c = write_pending(txn, p, modifier);
+            progress.advance(1, p.md.len());
+            c
+        })
         .collect::<Result<Vec<_>>>()?;
     match build(scanned, &sums) {
         Node::Dir(t) => Ok(t),

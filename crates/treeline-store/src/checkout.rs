@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::checksum::{Checksum, ObjectName, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::object::{DirMeta, FileHeader};
+use crate::progress::Progress;
 use crate::repo::{Repo, RepoMode};
 use crate::sys;
 
@@ -52,7 +53,13 @@ enum Item {
 }
 
 /// Check out the tree of `commit` (optionally a subpath) to `dest`.
-pub fn checkout(repo: &Repo, commit: &Checksum, dest: &Path, opts: &CheckoutOptions) -> Result<()> {
+pub fn checkout(
+    repo: &Repo,
+    commit: &Checksum,
+    dest: &Path,
+    opts: &CheckoutOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
     let c = repo.load_commit(commit)?;
     let mut items = Vec::new();
     match lookup_subpath(repo, c.root_tree, c.root_meta, opts.subpath.as_deref())? {
@@ -81,9 +88,14 @@ pub fn checkout(repo: &Repo, commit: &Checksum, dest: &Path, opts: &CheckoutOpti
             Item::File(path, csum) => files.push((path, csum)),
         }
     }
+    progress.set_total(files.len() as u64);
     files
         .par_iter()
-        .map(|(path, csum)| place_file(repo, csum, path, can_link, opts))
+        .map(|(path, csum)| {
+            let r = place_file(repo, csum, path, can_link, opts);
+            progress.advance(1, 0);
+            r
+        })
         .collect::<Result<Vec<()>>>()?;
     // Directory modes last, deepest first, so read-only directories can still be filled.
     for (path, meta) in dirs.iter().rev() {

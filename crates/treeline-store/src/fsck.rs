@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::checksum::{Checksum, ObjectName, ObjectType};
 use crate::error::{Error, Result};
 use crate::object::{Commit, DirMeta, DirTree, commitmeta_from_bytes};
+use crate::progress::Progress;
 use crate::repo::{Repo, content_checksum};
 
 /// One problem found by fsck.
@@ -99,13 +100,18 @@ impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
 }
 
 /// Check the whole repository. With `delete`, corrupted objects are removed.
-pub fn fsck(repo: &Repo, delete: bool) -> Result<FsckReport> {
+pub fn fsck(repo: &Repo, delete: bool, progress: &dyn Progress) -> Result<FsckReport> {
     let mut report = FsckReport::default();
     let objects = repo.list_objects()?;
     report.objects = objects.len();
+    progress.set_total(objects.len() as u64);
     let bad: Vec<(ObjectName, Error)> = objects
         .par_iter()
-        .filter_map(|name| verify_object(repo, name).err().map(|e| (*name, e)))
+        .filter_map(|name| {
+            let r = verify_object(repo, name).err().map(|e| (*name, e));
+            progress.advance(1, 0);
+            r
+        })
         .collect();
     let bad_set: HashSet<ObjectName> = bad.iter().map(|(n, _)| *n).collect();
     for (name, err) in bad {

@@ -217,7 +217,7 @@ pub fn diff_tree_dir(
         })?;
     let scratch_repo = Repo::init(scratch.path(), repo.mode())?;
     let txn = scratch_repo.begin()?;
-    let tree = crate::builder::tree_from_dir(&txn, dir, modifier)?;
+    let tree = crate::builder::tree_from_dir(&txn, dir, modifier, &crate::progress::NoProgress)?;
     let root = tree.write(&txn)?;
     txn.commit()?;
     // Compare: metadata for the left side comes from `repo`, for the right from scratch.

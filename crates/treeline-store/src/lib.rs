@@ -21,5 +21,6 @@ pub mod builder;
 pub mod checkout;
 pub mod fsck;
 pub mod inspect;
+pub mod progress;
 pub mod prune;
 pub mod refs;
