@@ -488,3 +488,38 @@ fn prune_keeps_what_refs_need_like_ostree() {
         "ostree found more to prune: {out}"
     );
 }
+
+#[test]
+fn link_checkout_speedup_recommits_a_bare_user_checkout_unchanged() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("rootfs");
+    unpack_minirootfs(&src);
+    let repo = work.path().join("repo");
+    run_ok(tl(&repo).args(["init", "--mode", "bare-user"]));
+    let first = run_ok(
+        tl(&repo)
+            .args(["commit", "-b", "main", "--timestamp=@1"])
+            .arg(&src),
+    );
+    let co = work.path().join("co");
+    run_ok(tl(&repo).args(["checkout", "-U", "main"]).arg(&co));
+    // Files of a hardlinked checkout are the repository's objects: replace, never edit.
+    std::fs::remove_file(co.join("etc/hostname")).unwrap();
+    std::fs::write(co.join("etc/hostname"), "changed\n").unwrap();
+    // The hardlinked files carry user.ostreemeta; the speedup reuses the objects' real
+    // metadata, so only the replaced file differs.
+    let second = run_ok(
+        tl(&repo)
+            .args([
+                "commit",
+                "-b",
+                "main",
+                "--timestamp=@1",
+                "--link-checkout-speedup",
+            ])
+            .arg(&co),
+    );
+    let diff = run_ok(tl(&repo).args(["diff", first.trim(), second.trim()]));
+    assert_eq!(diff, "M    /etc/hostname\n");
+    run_ok(ostree(&repo).arg("fsck"));
+}
