@@ -2,6 +2,7 @@
 
 mod progress;
 mod repo_cmds;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

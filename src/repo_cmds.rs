@@ -114,6 +114,8 @@ pub enum Command {
     },
     /// Delete objects that nothing needs any more.
     Prune(PruneArgs),
+    /// Serve the repository over HTTP, as any static web server would.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// `commit` flags.
@@ -398,6 +400,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
             quiet,
         } => return fsck(&open_repo(&repo_path)?, delete, json, quiet),
         Command::Prune(args) => prune(&open_repo(&repo_path)?, args)?,
+        Command::Serve(args) => crate::serve::run(open_repo(&repo_path)?.path(), &args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

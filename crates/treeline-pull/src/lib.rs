@@ -1,0 +1,1 @@
+//! Remotes and pulls.
