@@ -1,6 +1,7 @@
 //! treeline: image-based Linux systems with atomic updates, on an OSTree-compatible store.
 
 mod progress;
+mod remote_cmds;
 mod repo_cmds;
 mod serve;
 
@@ -66,4 +67,14 @@ fn main() -> ExitCode {
 
 fn run(repo: Option<PathBuf>, command: repo_cmds::Command) -> Result<ExitCode> {
     repo_cmds::run(repo, command)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -114,6 +114,10 @@ pub enum Command {
     },
     /// Delete objects that nothing needs any more.
     Prune(PruneArgs),
+    /// Regenerate or show the summary that clients fetch first.
+    Summary(crate::remote_cmds::SummaryArgs),
+    /// Sign a commit with ed25519, or verify its signatures.
+    Sign(crate::remote_cmds::SignArgs),
     /// Serve the repository over HTTP, as any static web server would.
     Serve(crate::serve::ServeArgs),
 }
@@ -400,6 +404,14 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
             quiet,
         } => return fsck(&open_repo(&repo_path)?, delete, json, quiet),
         Command::Prune(args) => prune(&open_repo(&repo_path)?, args)?,
+        Command::Summary(args) => crate::remote_cmds::summary(&open_repo(&repo_path)?, args)?,
+        Command::Sign(args) => {
+            let repo = repo_path
+                .as_ref()
+                .map(|_| open_repo(&repo_path))
+                .transpose()?;
+            crate::remote_cmds::sign(repo.as_ref(), args)?
+        }
         Command::Serve(args) => crate::serve::run(open_repo(&repo_path)?.path(), &args)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -54,6 +54,35 @@ impl Checksum {
     }
 }
 
+impl Checksum {
+    /// Parse OSTree's modified base64 (43 characters) back into a checksum.
+    pub fn from_modified_base64(s: &str) -> Option<Self> {
+        if s.len() != 43 {
+            return None;
+        }
+        let value = |c: u8| -> Option<u32> {
+            Some(match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'_' => 63,
+                _ => return None,
+            } as u32)
+        };
+        let mut out = Vec::with_capacity(33);
+        for chunk in s.as_bytes().chunks(4) {
+            let mut n = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                n |= value(c)? << (18 - 6 * i);
+            }
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.extend_from_slice(&bytes[..chunk.len() - 1]);
+        }
+        Checksum::from_bytes(&out)
+    }
+}
+
 impl fmt::Display for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
@@ -202,5 +231,11 @@ mod tests {
         assert!(s.starts_with("____"));
         let z = Checksum([0; 32]).to_modified_base64();
         assert_eq!(z, "A".repeat(43));
+        let c = Checksum::of(b"x");
+        assert_eq!(
+            Checksum::from_modified_base64(&c.to_modified_base64()),
+            Some(c)
+        );
+        assert_eq!(Checksum::from_modified_base64("short"), None);
     }
 }

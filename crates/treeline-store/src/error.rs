@@ -85,6 +85,9 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A signature is missing or does not verify.
+    #[error("signature check failed: {0}")]
+    Signature(String),
     /// A tar archive given as tree input is malformed or hostile.
     #[error("tar {source_name}: {message}")]
     Tar {

@@ -182,7 +182,9 @@ pub(crate) fn split_var_array(data: &[u8], align: usize) -> Result<Vec<&[u8]>, S
         let end = read_le(data, table + i * w, w).ok_or("bad framing offset")?;
         let s = start.div_ceil(align) * align;
         if s > end || end > table {
-            return Err(format!("array element {i} spans {s}..{end}, outside the array"));
+            return Err(format!(
+                "array element {i} spans {s}..{end}, outside the array"
+            ));
         }
         out.push(&data[s..end]);
         start = end;
@@ -273,7 +275,10 @@ mod tests {
         for n in 0..40u8 {
             let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
             let _ = split_var_array(&data, 8);
-            let _ = split_tuple(&data, &[Member::var(1), Member::fixed(8, 8), Member::var(1)]);
+            let _ = split_tuple(
+                &data,
+                &[Member::var(1), Member::fixed(8, 8), Member::var(1)],
+            );
         }
     }
 }

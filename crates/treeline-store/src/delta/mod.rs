@@ -38,7 +38,9 @@ mod superblock;
 
 pub use apply::{ApplyReport, apply, apply_offline};
 pub use generate::{GenerateOptions, GenerateReport, generate};
-pub use index::{DeltaInfo, PartInfo, delete, list, read_superblock_file, reindex, show};
+pub use index::{
+    DeltaInfo, PartInfo, delete, has_delta, list, read_superblock_file, reindex, show,
+};
 pub use ops::{Op, OpCounts, decode_ops, encode_ops};
 pub use part::{
     Compression, DeltaPart, ModeEntry, PART_DECOMPRESSED_LIMIT, XattrSet, compress_part,
@@ -217,7 +219,7 @@ mod tests {
         let n = DeltaName::new(Some(from), to);
         assert_eq!(
             n.relpath(),
-            format!("deltas/__/{}-{}", "_".repeat(41), "A".repeat(43))
+            format!("deltas/__/{}8-{}", "_".repeat(40), "A".repeat(43))
         );
         assert_eq!(
             DeltaName::new(None, to).relpath(),

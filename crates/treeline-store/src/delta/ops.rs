@@ -119,7 +119,9 @@ pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
 pub(crate) fn read_varint(data: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     let mut v = 0u64;
     for i in 0..10 {
-        let b = *data.get(*pos).ok_or("unexpected end of operations reading a varint")?;
+        let b = *data
+            .get(*pos)
+            .ok_or("unexpected end of operations reading a varint")?;
         *pos += 1;
         let bits = u64::from(b & 0x7f);
         if i == 9 && bits > 1 {
@@ -262,7 +264,13 @@ mod tests {
         assert_eq!(pos, out.len());
         assert!(read_varint(&[0x80], &mut 0).is_err());
         assert!(read_varint(&[0xff; 10], &mut 0).is_err());
-        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &mut 0).is_err());
+        assert!(
+            read_varint(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+                &mut 0
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -302,7 +310,10 @@ mod tests {
         assert_eq!(bytes[0], b'S');
         assert_eq!(decode_ops(&bytes, &objects).unwrap(), ops);
         let counts = OpCounts::of(&ops);
-        assert_eq!((counts.open_splice_close, counts.bspatch, counts.close), (2, 1, 1));
+        assert_eq!(
+            (counts.open_splice_close, counts.bspatch, counts.close),
+            (2, 1, 1)
+        );
         // One object fewer than the ops write.
         assert!(decode_ops(&bytes, &objects[..2]).is_err());
         assert!(decode_ops(b"Z", &objects).is_err());

@@ -63,7 +63,12 @@ impl DeltaPart {
     pub fn from_bytes(data: &[u8]) -> Result<Self, DecodeError> {
         let m = split_tuple(
             data,
-            &[Member::var(4), Member::var(1), Member::var(1), Member::var(1)],
+            &[
+                Member::var(4),
+                Member::var(1),
+                Member::var(1),
+                Member::var(1),
+            ],
         )?;
         let modes = split_fixed_array(m[0], 12)?
             .into_iter()
@@ -101,7 +106,11 @@ impl DeltaPart {
 
     /// The file header an operation describes with table indexes; the symlink target is
     /// left empty.
-    pub fn file_header(&self, mode_index: u64, xattr_index: u64) -> Result<FileHeader, DecodeError> {
+    pub fn file_header(
+        &self,
+        mode_index: u64,
+        xattr_index: u64,
+    ) -> Result<FileHeader, DecodeError> {
         let (uid, gid, mode) = usize::try_from(mode_index)
             .ok()
             .and_then(|i| self.modes.get(i))
@@ -159,8 +168,10 @@ pub fn compress_part(variant: &[u8], compression: Compression) -> std::io::Resul
         }
         Compression::Xz => {
             let stream = Stream::new_easy_encoder(XZ_PRESET, Check::Crc64)?;
-            let mut enc =
-                liblzma::write::XzEncoder::new_stream(Vec::with_capacity(variant.len() / 3), stream);
+            let mut enc = liblzma::write::XzEncoder::new_stream(
+                Vec::with_capacity(variant.len() / 3),
+                stream,
+            );
             enc.get_mut().push(b'x');
             enc.write_all(variant)?;
             enc.finish()
@@ -206,10 +217,7 @@ mod tests {
     fn sample() -> DeltaPart {
         DeltaPart {
             modes: vec![(0, 0, 0o100644), (1000, 1000, 0o120777)],
-            xattrs: vec![
-                vec![],
-                vec![(b"user.a\0".to_vec(), b"A".to_vec())],
-            ],
+            xattrs: vec![vec![], vec![(b"user.a\0".to_vec(), b"A".to_vec())]],
             payload: b"hello\nworld\n".to_vec(),
             ops: vec![b'S', 0, 0, 6, 0],
         }
@@ -220,7 +228,10 @@ mod tests {
         let p = sample();
         let b = p.to_bytes();
         assert_eq!(DeltaPart::from_bytes(&b).unwrap(), p);
-        assert_eq!(DeltaPart::from_bytes(&DeltaPart::default().to_bytes()).unwrap(), DeltaPart::default());
+        assert_eq!(
+            DeltaPart::from_bytes(&DeltaPart::default().to_bytes()).unwrap(),
+            DeltaPart::default()
+        );
     }
 
     #[test]

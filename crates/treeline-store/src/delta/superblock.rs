@@ -406,10 +406,7 @@ impl SignedSuperblock {
             return None;
         }
         let parse = || -> Result<Self, DecodeError> {
-            let m = split_tuple(
-                data,
-                &[Member::fixed(8, 8), Member::var(1), Member::var(8)],
-            )?;
+            let m = split_tuple(data, &[Member::fixed(8, 8), Member::var(1), Member::var(8)])?;
             let s = SignedSuperblock {
                 superblock: m[1].to_vec(),
                 signatures: Metadata::from_bytes(m[2])?,
