@@ -203,3 +203,228 @@ pub fn sign(repo: Option<&Repo>, args: SignArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `remote` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Add a remote.
+    Add {
+        /// Remote name.
+        name: String,
+        /// Its URL (http://, https:// or file://).
+        url: String,
+        /// Branches to pull by default.
+        branches: Vec<String>,
+        /// Do not require GPG signatures (GPG is not supported; use ed25519).
+        #[arg(long)]
+        no_gpg_verify: bool,
+        /// Require ed25519 signatures: `ed25519=inline:BASE64KEY` or `ed25519=file:PATH`.
+        #[arg(long, value_name = "ed25519=inline:KEY|ed25519=file:PATH")]
+        sign_verify: Vec<String>,
+        /// Set any option KEY=VALUE in the remote's config group.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Do nothing if the remote exists.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List remotes.
+    List {
+        /// Show URLs too.
+        #[arg(short = 'u', long)]
+        show_urls: bool,
+    },
+    /// Delete a remote and its refs.
+    Delete {
+        /// Remote name.
+        name: String,
+        /// Do nothing if it does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+    /// Print a remote's URL.
+    ShowUrl {
+        /// Remote name.
+        name: String,
+    },
+}
+
+/// `remote`.
+pub fn remote(repo: &mut Repo, cmd: RemoteCommand) -> Result<()> {
+    use treeline_pull::remote;
+    match cmd {
+        RemoteCommand::Add {
+            name,
+            url,
+            branches,
+            no_gpg_verify,
+            sign_verify,
+            set,
+            if_not_exists,
+        } => {
+            let mut options: Vec<(String, String)> = Vec::new();
+            if no_gpg_verify || !sign_verify.is_empty() {
+                options.push(("gpg-verify".into(), "false".into()));
+            }
+            for sv in &sign_verify {
+                let spec = sv
+                    .strip_prefix("ed25519=")
+                    .ok_or_else(|| anyhow!("--sign-verify {sv:?}: only ed25519=inline:KEY or ed25519=file:PATH are supported"))?;
+                if let Some(k) = spec.strip_prefix("inline:") {
+                    PublicKeys::default()
+                        .add_base64(k)
+                        .with_context(|| format!("--sign-verify {sv:?}"))?;
+                    options.push(("verification-ed25519-key".into(), k.into()));
+                } else if let Some(p) = spec.strip_prefix("file:") {
+                    PublicKeys::default()
+                        .add_file(std::path::Path::new(p))
+                        .with_context(|| format!("--sign-verify {sv:?}"))?;
+                    options.push(("verification-ed25519-file".into(), p.into()));
+                } else {
+                    bail!("--sign-verify {sv:?}: expected ed25519=inline:KEY or ed25519=file:PATH");
+                }
+                options.push(("sign-verify".into(), "true".into()));
+            }
+            for kv in &set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--set {kv:?}: expected KEY=VALUE"))?;
+                options.push((k.into(), v.into()));
+            }
+            remote::add(repo, &name, &url, &branches, &options, if_not_exists)?;
+        }
+        RemoteCommand::List { show_urls } => {
+            for name in remote::list(repo) {
+                if show_urls {
+                    let r = treeline_pull::Remote::load(repo, &name)?;
+                    println!("{name}  {}", r.url);
+                } else {
+                    println!("{name}");
+                }
+            }
+        }
+        RemoteCommand::Delete { name, if_exists } => remote::delete(repo, &name, if_exists)?,
+        RemoteCommand::ShowUrl { name } => {
+            println!("{}", treeline_pull::Remote::load(repo, &name)?.url)
+        }
+    }
+    Ok(())
+}
+
+/// `pull` flags.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The remote (or REMOTE:REF).
+    remote: String,
+    /// Refs to pull (REF, REF@COMMIT or a commit checksum); default: the remote's branches.
+    refs: Vec<String>,
+    /// Parent commits to fetch too (-1: all).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    depth: i64,
+    /// Fetch commit objects only.
+    #[arg(long)]
+    commit_metadata_only: bool,
+    /// Write local refs (refs/heads) instead of REMOTE:REF; with no ref, every ref.
+    #[arg(long)]
+    mirror: bool,
+    /// Do not check the commits' ostree.ref-binding.
+    #[arg(long)]
+    disable_verify_bindings: bool,
+    /// Retries of a failed request.
+    #[arg(long, default_value_t = 5)]
+    network_retries: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    max_parallel: usize,
+    /// Seconds without data before a request times out.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pull`.
+pub fn pull(repo: &Repo, args: PullArgs) -> Result<()> {
+    let (remote_name, mut refs) = match args.remote.split_once(':') {
+        Some((r, name)) => (r.to_owned(), vec![name.to_owned()]),
+        None => (args.remote.clone(), Vec::new()),
+    };
+    refs.extend(args.refs.iter().cloned());
+    let remote = treeline_pull::Remote::load(repo, &remote_name)?;
+    let opts = treeline_pull::PullOptions {
+        refs,
+        depth: args.depth,
+        commit_metadata_only: args.commit_metadata_only,
+        mirror: args.mirror,
+        max_parallel: args.max_parallel.max(1),
+        retries: args.network_retries,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        disable_verify_bindings: args.disable_verify_bindings,
+    };
+    let started = std::time::Instant::now();
+    let report = {
+        let bar = crate::progress::Bar::new("pulling");
+        treeline_pull::pull(repo, &remote, &opts, &bar)
+            .with_context(|| format!("pulling from {remote_name}"))?
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "refs": report.refs.iter().map(|(r, c)| serde_json::json!({"ref": r, "commit": c.to_hex()})).collect::<Vec<_>>(),
+                "objects_fetched": report.objects_fetched,
+                "requests": report.requests,
+                "bytes": report.bytes,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+    } else {
+        for (r, c) in &report.refs {
+            println!("{r} -> {c}");
+        }
+        eprintln!(
+            "{} objects fetched, {} requests, {} bytes in {:.1}s",
+            report.objects_fetched,
+            report.requests,
+            report.bytes,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `pull-local` flags.
+#[derive(Args, Debug)]
+pub struct PullLocalArgs {
+    /// The source repository.
+    source: PathBuf,
+    /// Refs or commits to copy (default: every ref).
+    refs: Vec<String>,
+    /// Write the refs as REMOTE:REF.
+    #[arg(long)]
+    remote: Option<String>,
+    /// Parent commits to copy too (-1: all).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    depth: i64,
+}
+
+/// `pull-local`.
+pub fn pull_local(repo: &Repo, args: PullLocalArgs) -> Result<()> {
+    let src = Repo::open(&args.source)
+        .with_context(|| format!("opening source repository {}", args.source.display()))?;
+    let bar = crate::progress::Bar::new("copying");
+    let refs = treeline_pull::local::pull_local(
+        &src,
+        repo,
+        &args.refs,
+        args.depth,
+        args.remote.as_deref(),
+        &bar,
+    )?;
+    drop(bar);
+    for (r, c) in refs {
+        println!("{r} -> {c}");
+    }
+    Ok(())
+}

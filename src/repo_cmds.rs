@@ -118,8 +118,17 @@ pub enum Command {
     Summary(crate::remote_cmds::SummaryArgs),
     /// Sign a commit with ed25519, or verify its signatures.
     Sign(crate::remote_cmds::SignArgs),
+    /// Manage remotes (stored in the repository config, as ostree does).
+    #[command(subcommand)]
+    Remote(crate::remote_cmds::RemoteCommand),
+    /// Fetch refs and their objects from a remote (HTTP or file://).
+    Pull(crate::remote_cmds::PullArgs),
+    /// Copy refs and their objects from another repository on this machine.
+    PullLocal(crate::remote_cmds::PullLocalArgs),
     /// Serve the repository over HTTP, as any static web server would.
     Serve(crate::serve::ServeArgs),
+    /// Generate, inspect, apply and index static deltas (ostree's format).
+    StaticDelta(crate::delta_cmds::DeltaArgs),
 }
 
 /// `commit` flags.
@@ -412,7 +421,14 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
                 .transpose()?;
             crate::remote_cmds::sign(repo.as_ref(), args)?
         }
+        Command::Remote(cmd) => {
+            let mut repo = open_repo(&repo_path)?;
+            crate::remote_cmds::remote(&mut repo, cmd)?
+        }
+        Command::Pull(args) => crate::remote_cmds::pull(&open_repo(&repo_path)?, args)?,
+        Command::PullLocal(args) => crate::remote_cmds::pull_local(&open_repo(&repo_path)?, args)?,
         Command::Serve(args) => crate::serve::run(open_repo(&repo_path)?.path(), &args)?,
+        Command::StaticDelta(args) => return crate::delta_cmds::run(repo_path, args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -260,26 +260,10 @@ impl Repo {
         };
         match self.mode {
             RepoMode::Archive => {
-                let file = File::open(&path).map_err(not_found)?;
-                let mut r = BufReader::new(file);
-                let mut prefix = [0u8; 8];
-                r.read_exact(&mut prefix)
-                    .map_err(|_| invalid(&name, "truncated header".into()))?;
-                let hlen =
-                    u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-                if hlen > 1 << 20 {
-                    return Err(invalid(&name, format!("header length {hlen} is too large")));
+                if let Err(e) = fs::symlink_metadata(&path) {
+                    return Err(not_found(e));
                 }
-                let mut hbytes = vec![0u8; hlen];
-                r.read_exact(&mut hbytes)
-                    .map_err(|_| invalid(&name, "truncated header".into()))?;
-                let (header, size) =
-                    FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(&name, e))?;
-                let reader = if header.is_symlink() {
-                    ContentReader::Empty
-                } else {
-                    ContentReader::Deflate(Box::new(DeflateDecoder::new(r).take(size)))
-                };
+                let (header, size, reader) = open_filez(&path, &name)?;
                 Ok((header, reader, size))
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
@@ -370,7 +354,10 @@ impl Repo {
         })
     }
 
-    /// Staging directories whose writer died are unlocked: delete them.
+    /// Staging directories whose writer died are unlocked. Every object in them is
+    /// complete (objects are renamed into the staging directory only once whole and,
+    /// for pulls, verified), so they are flushed and moved into `objects/`: an
+    /// interrupted commit or pull resumes without writing or fetching them again.
     fn remove_stale_staging(&self, tmp: &Path) -> Result<()> {
         for entry in fs::read_dir(tmp).at(tmp)? {
             let entry = entry.at(tmp)?;
@@ -388,11 +375,53 @@ impl Repo {
             )
             .is_ok();
             if free {
-                tracing::debug!("removing stale staging directory {}", path.display());
+                tracing::debug!(
+                    "recovering objects from stale staging directory {}",
+                    path.display()
+                );
+                if self.fsync {
+                    sys::syncfs(&path)?;
+                }
+                self.move_staged_objects(&path)?;
                 fs::remove_dir_all(&path).at(&path)?;
             }
         }
         Ok(())
+    }
+
+    /// Move every complete object of a staging directory into `objects/` (never
+    /// replacing an existing object; detached metadata replaces). Temporary files are
+    /// left for the caller to delete with the directory.
+    fn move_staged_objects(&self, staging: &Path) -> Result<usize> {
+        let objects = self.path.join("objects");
+        let mut moved = 0usize;
+        for sub in fs::read_dir(staging).at(staging)? {
+            let sub = sub.at(staging)?;
+            if !sub.file_type().at(sub.path())?.is_dir() {
+                continue;
+            }
+            let dest_dir = objects.join(sub.file_name());
+            fs::create_dir_all(&dest_dir).at(&dest_dir)?;
+            let src_dir = sub.path();
+            for entry in fs::read_dir(&src_dir).at(&src_dir)? {
+                let entry = entry.at(&src_dir)?;
+                let fname = entry.file_name();
+                if fname.to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let dest = dest_dir.join(&fname);
+                if fname.to_string_lossy().ends_with(".commitmeta") {
+                    fs::rename(entry.path(), &dest).at(&dest)?;
+                } else if !sys::rename_noreplace(&entry.path(), &dest)? {
+                    fs::remove_file(entry.path()).at(entry.path())?;
+                }
+                moved += 1;
+                if moved == 1 {
+                    crate::fault::point("commit-during-rename");
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// Every loose object in the repository.
@@ -573,6 +602,12 @@ impl<'r> Transaction<'r> {
         self.repo
     }
 
+    /// A path for a temporary file inside this transaction's staging directory; it is
+    /// removed with the directory if the caller leaves it behind.
+    pub fn temp_path(&self, name: &str) -> PathBuf {
+        self.staging.join(format!(".tmp-{name}"))
+    }
+
     /// Whether the object is stored or staged.
     pub fn has_object(&self, name: &ObjectName) -> bool {
         self.repo.has_object(name)
@@ -624,11 +659,43 @@ impl<'r> Transaction<'r> {
         content: &mut dyn Read,
         source: &str,
     ) -> Result<Checksum> {
+        self.write_content_checked(header, size, content, source, None)
+    }
+
+    /// Like [`Transaction::write_content`], but stores nothing unless the content hashes
+    /// to `expected` (for objects that arrive from elsewhere under a given name).
+    pub fn write_content_expecting(
+        &self,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        expected: &Checksum,
+    ) -> Result<()> {
+        self.write_content_checked(
+            header,
+            size,
+            content,
+            &format!("{expected}.file"),
+            Some(expected),
+        )
+        .map(drop)
+    }
+
+    fn write_content_checked(
+        &self,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        source: &str,
+        expected: Option<&Checksum>,
+    ) -> Result<Checksum> {
         header.validate().map_err(|reason| Error::InvalidObject {
             object: source.to_owned(),
             reason,
         })?;
         if header.is_symlink() {
+            let c = ContentHasher::new(header).finish();
+            check_expected(&c, expected)?;
             return self.write_symlink(header, source);
         }
         let mut hasher = ContentHasher::new(header);
@@ -708,11 +775,54 @@ impl<'r> Transaction<'r> {
             return Err(short(copied));
         }
         let c = hasher.finish();
+        check_expected(&c, expected)?;
         let name = ObjectName::new(c, ObjectType::File);
         if !self.has_object(&name) {
             persist(tmp, &self.staged_path(&name)?)?;
         }
         Ok(c)
+    }
+
+    /// Store a content object received in archive (`.filez`) form in the file `path`
+    /// (inside the repository's `tmp/`). It is decompressed and hashed first; only if it
+    /// is exactly `expected` is it kept: moved in as it is for archive repositories,
+    /// unpacked for the others. The file is consumed either way.
+    pub fn write_archived_content(&self, path: &Path, expected: &Checksum) -> Result<()> {
+        let name = ObjectName::new(*expected, ObjectType::File);
+        let result = (|| {
+            let (header, size, mut reader) = open_filez(path, &name)?;
+            if self.repo.mode == RepoMode::Archive {
+                let mut hasher = ContentHasher::new(&header);
+                let mut buf = vec![0u8; 128 * 1024];
+                let mut total = 0u64;
+                loop {
+                    let n = reader
+                        .read(&mut buf)
+                        .map_err(|e| invalid(&name, format!("bad compressed content: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                    hasher.update(&buf[..n]);
+                }
+                if !header.is_symlink() && total != size {
+                    return Err(invalid(
+                        &name,
+                        format!("content is {total} bytes, header says {size}"),
+                    ));
+                }
+                check_expected(&hasher.finish(), Some(expected))?;
+                if !self.has_object(&name) {
+                    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).at(path)?;
+                    fs::rename(path, self.staged_path(&name)?).at(path)?;
+                }
+                Ok(())
+            } else {
+                self.write_content_expecting(&header, size, &mut reader, expected)
+            }
+        })();
+        let _ = fs::remove_file(path);
+        result
     }
 
     fn write_symlink(&self, header: &FileHeader, source: &str) -> Result<Checksum> {
@@ -770,34 +880,46 @@ impl<'r> Transaction<'r> {
         if self.repo.fsync {
             sys::syncfs(&self.staging)?;
         }
-        let objects = self.repo.path.join("objects");
-        let mut moved = 0usize;
-        for sub in fs::read_dir(&self.staging).at(&self.staging)? {
-            let sub = sub.at(&self.staging)?;
-            if !sub.file_type().at(sub.path())?.is_dir() {
-                continue;
-            }
-            let dest_dir = objects.join(sub.file_name());
-            fs::create_dir_all(&dest_dir).at(&dest_dir)?;
-            let src_dir = sub.path();
-            for entry in fs::read_dir(&src_dir).at(&src_dir)? {
-                let entry = entry.at(&src_dir)?;
-                let dest = dest_dir.join(entry.file_name());
-                if !sys::rename_noreplace(&entry.path(), &dest)? {
-                    fs::remove_file(entry.path()).at(entry.path())?;
-                }
-                moved += 1;
-                if moved == 1 {
-                    crate::fault::point("commit-during-rename");
-                }
-            }
-        }
+        self.repo.move_staged_objects(&self.staging)?;
         if self.repo.fsync {
-            sys::syncfs(&objects)?;
+            sys::syncfs(&self.repo.path.join("objects"))?;
         }
         fs::remove_dir_all(&self.staging).at(&self.staging)?;
         Ok(())
     }
+}
+
+fn check_expected(actual: &Checksum, expected: Option<&Checksum>) -> Result<()> {
+    match expected {
+        Some(e) if e != actual => Err(Error::Corrupted {
+            object: ObjectName::new(*e, ObjectType::File),
+            actual: actual.to_hex(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Open a `.filez` file: its header, content size and a decompressing reader.
+fn open_filez(path: &Path, name: &ObjectName) -> Result<(FileHeader, u64, ContentReader)> {
+    let file = File::open(path).at(path)?;
+    let mut r = BufReader::new(file);
+    let mut prefix = [0u8; 8];
+    r.read_exact(&mut prefix)
+        .map_err(|_| invalid(name, "truncated header".into()))?;
+    let hlen = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if hlen > 1 << 20 {
+        return Err(invalid(name, format!("header length {hlen} is too large")));
+    }
+    let mut hbytes = vec![0u8; hlen];
+    r.read_exact(&mut hbytes)
+        .map_err(|_| invalid(name, "truncated header".into()))?;
+    let (header, size) = FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(name, e))?;
+    let reader = if header.is_symlink() {
+        ContentReader::Empty
+    } else {
+        ContentReader::Deflate(Box::new(DeflateDecoder::new(r).take(size)))
+    };
+    Ok((header, size, reader))
 }
 
 fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {

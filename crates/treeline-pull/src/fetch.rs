@@ -1,0 +1,291 @@
+//! Fetching files from a remote repository: HTTP(S) with bounded retries, or `file://`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::{Error, Result};
+
+/// Traffic counters, for progress and for benchmarks.
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Requests sent (including retries).
+    pub requests: AtomicU64,
+    /// Body bytes received.
+    pub bytes: AtomicU64,
+    /// Objects stored.
+    pub objects: AtomicU64,
+}
+
+/// Fetches paths below a base URL.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    retries: u32,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+}
+
+fn tls_config() -> Result<rustls::ClientConfig> {
+    // Our own root store: reqwest's default verifier fails outright on machines without a
+    // CA bundle (minimal containers, initramfs), even for plain-HTTP remotes.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Network {
+            url: String::new(),
+            message: format!("TLS setup: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+fn retryable_status(s: u16) -> bool {
+    s >= 500 || s == 408 || s == 429
+}
+
+impl Fetcher {
+    /// A fetcher retrying transient failures `retries` times; each request times out
+    /// after `timeout` without progress.
+    pub fn new(retries: u32, timeout: Duration) -> Result<Self> {
+        let mut tls = tls_config()?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(timeout)
+            .pool_max_idle_per_host(16)
+            .user_agent(concat!("treeline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Network {
+                url: String::new(),
+                message: format!("cannot create HTTP client: {e}"),
+            })?;
+        Ok(Fetcher {
+            client,
+            retries,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    fn url(base: &str, path: &str) -> String {
+        format!("{}/{}", base.trim_end_matches('/'), path)
+    }
+
+    /// GET `path` below `base` into memory. `None` for a 404 when `optional`. Bodies larger
+    /// than `max_size` are refused.
+    pub async fn get(
+        &self,
+        base: &str,
+        path: &str,
+        optional: bool,
+        max_size: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let url = Self::url(base, path);
+        if let Some(p) = url.strip_prefix("file://") {
+            return read_local(p, &url, optional, max_size).await;
+        }
+        let mut attempt = 0;
+        loop {
+            match self.try_get(&url, max_size).await {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(None) if optional => return Ok(None),
+                Ok(None) => return Err(Error::Http { url, status: 404 }),
+                Err((e, retry)) if retry && attempt < self.retries => {
+                    attempt += 1;
+                    tracing::warn!("{e}; retrying ({attempt}/{})", self.retries);
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_get(
+        &self,
+        url: &str,
+        max_size: u64,
+    ) -> std::result::Result<Option<Vec<u8>>, (Error, bool)> {
+        let resp = self.send(url).await?;
+        let Some(resp) = resp else { return Ok(None) };
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| net_err(url, e))?;
+            self.stats
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if (body.len() + chunk.len()) as u64 > max_size {
+                return Err((
+                    Error::BadReply {
+                        url: url.to_owned(),
+                        message: format!("reply is larger than the {max_size} bytes allowed"),
+                    },
+                    false,
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+    ) -> std::result::Result<Option<reqwest::Response>, (Error, bool)> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| net_err(url, e))?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => Ok(Some(resp)),
+            404 | 410 => Ok(None),
+            s => Err((
+                Error::Http {
+                    url: url.to_owned(),
+                    status: s,
+                },
+                retryable_status(s),
+            )),
+        }
+    }
+
+    /// GET `path` below `base`, streaming the body into `dest` (created or truncated).
+    /// Returns the byte count, `None` for a 404 when `optional`.
+    pub async fn get_to_file(
+        &self,
+        base: &str,
+        path: &str,
+        dest: &Path,
+        optional: bool,
+    ) -> Result<Option<u64>> {
+        let url = Self::url(base, path);
+        if let Some(p) = url.strip_prefix("file://") {
+            return match tokio::fs::copy(p, dest).await {
+                Ok(n) => {
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes.fetch_add(n, Ordering::Relaxed);
+                    Ok(Some(n))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::Http { url, status: 404 })
+                }
+                Err(e) => Err(Error::Network {
+                    url,
+                    message: e.to_string(),
+                }),
+            };
+        }
+        let mut attempt = 0;
+        loop {
+            match self.try_get_to_file(&url, dest).await {
+                Ok(Some(n)) => return Ok(Some(n)),
+                Ok(None) if optional => return Ok(None),
+                Ok(None) => return Err(Error::Http { url, status: 404 }),
+                Err((e, retry)) if retry && attempt < self.retries => {
+                    attempt += 1;
+                    tracing::warn!("{e}; retrying ({attempt}/{})", self.retries);
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_get_to_file(
+        &self,
+        url: &str,
+        dest: &Path,
+    ) -> std::result::Result<Option<u64>, (Error, bool)> {
+        let Some(resp) = self.send(url).await? else {
+            return Ok(None);
+        };
+        let io = |e: std::io::Error| {
+            (
+                Error::Network {
+                    url: url.to_owned(),
+                    message: format!("writing {}: {e}", dest.display()),
+                },
+                false,
+            )
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut n = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| net_err(url, e))?;
+            self.stats
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            n += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        Ok(Some(n))
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(5)).min(5000))
+}
+
+fn net_err(url: &str, e: reqwest::Error) -> (Error, bool) {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    (
+        Error::Network {
+            url: url.to_owned(),
+            message,
+        },
+        true,
+    )
+}
+
+async fn read_local(
+    path: &str,
+    url: &str,
+    optional: bool,
+    max_size: u64,
+) -> Result<Option<Vec<u8>>> {
+    match tokio::fs::metadata(path).await {
+        Ok(md) if md.len() > max_size => Err(Error::BadReply {
+            url: url.to_owned(),
+            message: format!("file is larger than the {max_size} bytes allowed"),
+        }),
+        Ok(_) => tokio::fs::read(path)
+            .await
+            .map(Some)
+            .map_err(|e| Error::Network {
+                url: url.to_owned(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Http {
+            url: url.to_owned(),
+            status: 404,
+        }),
+        Err(e) => Err(Error::Network {
+            url: url.to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}

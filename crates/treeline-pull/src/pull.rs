@@ -1,0 +1,624 @@
+//! Pulling commits from a remote: summary, refs, commits, then only the objects missing
+//! locally, each verified before it is stored; refs move only once everything is durable.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use treeline_store::object::{Commit, DirMeta, DirTree};
+use treeline_store::progress::Progress;
+use treeline_store::refs::RefSpec;
+use treeline_store::repo::write_file_atomic;
+use treeline_store::sign::{ED25519_KEY, PublicKeys};
+use treeline_store::summary::Summary;
+use treeline_store::variant::{Metadata, Value};
+use treeline_store::{Checksum, ObjectName, ObjectType, Repo, Transaction};
+
+use crate::fetch::Fetcher;
+use crate::remote::Remote;
+use crate::{Error, Result};
+
+/// Largest metadata object accepted when the summary gives no size.
+const MAX_METADATA_SIZE: u64 = 128 << 20;
+/// Largest summary accepted.
+const MAX_SUMMARY_SIZE: u64 = 64 << 20;
+
+/// What to pull and how.
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Refs (`REF`), pinned refs (`REF@COMMIT`) or commit checksums. Empty: the remote's
+    /// configured branches, or every ref with `mirror`.
+    pub refs: Vec<String>,
+    /// Parent commits to fetch too: 0 none, -1 all.
+    pub depth: i64,
+    /// Fetch commit objects only.
+    pub commit_metadata_only: bool,
+    /// Write refs as local refs (`refs/heads`) instead of `refs/remotes/REMOTE/`.
+    pub mirror: bool,
+    /// Requests in flight at once.
+    pub max_parallel: usize,
+    /// Retries of a failed request (server errors, timeouts, broken connections).
+    pub retries: u32,
+    /// A request times out after this long without data.
+    pub timeout: Duration,
+    /// Do not check `ostree.ref-binding`.
+    pub disable_verify_bindings: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            refs: Vec::new(),
+            depth: 0,
+            commit_metadata_only: false,
+            mirror: false,
+            max_parallel: 16,
+            retries: 5,
+            timeout: Duration::from_secs(60),
+            disable_verify_bindings: false,
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, Default)]
+pub struct PullReport {
+    /// Refs written, with their commits.
+    pub refs: Vec<(String, Checksum)>,
+    /// Objects fetched and stored.
+    pub objects_fetched: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Bytes received.
+    pub bytes: u64,
+}
+
+struct Target {
+    /// Ref to write, if pulled by ref.
+    ref_name: Option<String>,
+    commit: Checksum,
+}
+
+/// Pull from `remote` into `repo`.
+pub fn pull(
+    repo: &Repo,
+    remote: &Remote,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullReport> {
+    if remote.gpg_verify && !remote.sign_verify {
+        return Err(Error::Remote {
+            remote: remote.name.clone(),
+            message: "gpg-verify is enabled but GPG verification is not supported; use ed25519 (`--sign-verify`) or add the remote with --no-gpg-verify".into(),
+        });
+    }
+    let keys = remote.public_keys()?;
+    let fetcher = Fetcher::new(opts.retries, opts.timeout)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Network {
+            url: remote.url.clone(),
+            message: format!("cannot start the async runtime: {e}"),
+        })?;
+    let txn = repo.begin()?;
+    let ctx = Ctx {
+        repo,
+        txn: &txn,
+        remote,
+        opts,
+        keys,
+        fetcher: fetcher.clone(),
+        progress,
+        failed: AtomicBool::new(false),
+        writer_error: Mutex::new(None),
+        stored: AtomicU64::new(0),
+    };
+    let targets = std::thread::scope(|scope| -> Result<Vec<Target>> {
+        let (tx, rx) = mpsc::sync_channel::<(ObjectName, std::path::PathBuf)>(64);
+        let rx = Arc::new(Mutex::new(rx));
+        let ctx = &ctx;
+        for _ in 0..2 {
+            let rx = Arc::clone(&rx);
+            scope.spawn(move || ctx.store_loop(&rx));
+        }
+        let result = runtime.block_on(ctx.run(tx));
+        result
+    })?;
+    let Ctx {
+        writer_error,
+        stored,
+        ..
+    } = ctx;
+    if let Some(e) = writer_error.into_inner().map_err(|_| poisoned())? {
+        return Err(e);
+    }
+    treeline_store::fault::point("pull-before-commit");
+    txn.commit()?;
+    let mut report = PullReport::default();
+    for t in &targets {
+        if !opts.commit_metadata_only
+            && repo.has_commit(&t.commit)
+            && treeline_store::builder::commit_is_complete(repo, &t.commit)?
+        {
+            remove_partial(repo, &t.commit)?;
+        }
+        if let Some(name) = &t.ref_name {
+            let spec = if opts.mirror {
+                RefSpec::parse(name)?
+            } else {
+                RefSpec::parse(&format!("{}:{name}", remote.name))?
+            };
+            repo.set_ref(&spec, Some(&t.commit))?;
+            report.refs.push((spec.to_string(), t.commit));
+        }
+    }
+    report.objects_fetched = stored.load(Ordering::Relaxed);
+    report.requests = fetcher.stats.requests.load(Ordering::Relaxed);
+    report.bytes = fetcher.stats.bytes.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+fn poisoned() -> Error {
+    Error::Network {
+        url: String::new(),
+        message: "internal error: a writer thread panicked".into(),
+    }
+}
+
+fn partial_path(repo: &Repo, c: &Checksum) -> std::path::PathBuf {
+    repo.path().join("state").join(format!("{c}.commitpartial"))
+}
+
+fn remove_partial(repo: &Repo, c: &Checksum) -> Result<()> {
+    let p = partial_path(repo, c);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(treeline_store::Error::Io { path: p, source: e }.into()),
+    }
+}
+
+fn object_path(name: &ObjectName) -> String {
+    let hex = name.checksum.to_hex();
+    let ext = match name.objtype {
+        ObjectType::File => "filez",
+        t => t.name(),
+    };
+    format!("objects/{}/{}.{ext}", &hex[..2], &hex[2..])
+}
+
+struct Ctx<'a> {
+    repo: &'a Repo,
+    txn: &'a Transaction<'a>,
+    remote: &'a Remote,
+    opts: &'a PullOptions,
+    keys: PublicKeys,
+    fetcher: Fetcher,
+    progress: &'a dyn Progress,
+    failed: AtomicBool,
+    writer_error: Mutex<Option<Error>>,
+    stored: AtomicU64,
+}
+
+impl Ctx<'_> {
+    /// Verify and store downloaded content objects (runs on plain threads: it is CPU and
+    /// disk work).
+    fn store_loop(&self, rx: &Mutex<mpsc::Receiver<(ObjectName, std::path::PathBuf)>>) {
+        loop {
+            let next = match rx.lock() {
+                Ok(r) => r.recv(),
+                Err(_) => return,
+            };
+            let Ok((name, path)) = next else { return };
+            if self.failed.load(Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match self.txn.write_archived_content(&path, &name.checksum) {
+                Ok(()) => {
+                    self.stored.fetch_add(1, Ordering::Relaxed);
+                    self.progress.advance(1, 0);
+                }
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    if let Ok(mut slot) = self.writer_error.lock()
+                        && slot.is_none()
+                    {
+                        *slot = Some(Error::BadReply {
+                            url: format!(
+                                "{}/{}",
+                                self.remote.content_url.trim_end_matches('/'),
+                                object_path(&name)
+                            ),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        tx: mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
+    ) -> Result<Vec<Target>> {
+        let summary = self.fetch_summary().await?;
+        let targets = self.resolve_targets(summary.as_ref()).await?;
+        let mut files: Vec<ObjectName> = Vec::new();
+        let mut queued: HashSet<ObjectName> = HashSet::new();
+        let mut done_commits: HashSet<Checksum> = HashSet::new();
+        for t in &targets {
+            let max = summary
+                .as_ref()
+                .and_then(|s| s.refs.iter().find(|r| r.checksum == t.commit))
+                .map(|r| r.commit_size)
+                .unwrap_or(MAX_METADATA_SIZE);
+            let mut commit = Some(t.commit);
+            let mut remaining = self.opts.depth;
+            let mut first = true;
+            while let Some(c) = commit {
+                if !done_commits.insert(c) {
+                    break;
+                }
+                let loaded = self
+                    .ensure_commit(
+                        &c,
+                        if first { t.ref_name.as_deref() } else { None },
+                        if first { max } else { MAX_METADATA_SIZE },
+                        !first,
+                    )
+                    .await?;
+                // A missing parent ends the history we can fetch, as in ostree.
+                let Some((loaded, fetched)) = loaded else {
+                    break;
+                };
+                if !self.opts.commit_metadata_only && (fetched || self.repo.is_partial(&c)) {
+                    self.scan_tree(&loaded, &mut files, &mut queued).await?;
+                }
+                first = false;
+                if remaining == 0 {
+                    break;
+                }
+                remaining -= 1;
+                commit = loaded.parent;
+            }
+        }
+        self.progress.set_total(files.len() as u64);
+        self.fetch_files(files, tx).await?;
+        Ok(targets)
+    }
+
+    async fn fetch_summary(&self) -> Result<Option<Summary>> {
+        let base = &self.remote.url;
+        let Some(bytes) = self
+            .fetcher
+            .get(base, "summary", true, MAX_SUMMARY_SIZE)
+            .await?
+        else {
+            if self.remote.sign_verify_summary {
+                return Err(Error::BadReply {
+                    url: format!("{base}/summary"),
+                    message: "the remote requires a signed summary but serves none".into(),
+                });
+            }
+            return Ok(None);
+        };
+        if self.remote.sign_verify_summary {
+            let sig = self
+                .fetcher
+                .get(base, "summary.sig", true, MAX_SUMMARY_SIZE)
+                .await?;
+            let sigs = sig
+                .and_then(|s| Metadata::from_bytes(&s).ok())
+                .and_then(|m| m.get(ED25519_KEY).and_then(Value::as_bytes_array))
+                .unwrap_or_default();
+            if !self.keys.verify(&bytes, &sigs) {
+                return Err(Error::BadReply {
+                    url: format!("{base}/summary.sig"),
+                    message: "the summary has no ed25519 signature from a trusted key".into(),
+                });
+            }
+        }
+        Summary::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|m| Error::BadReply {
+                url: format!("{base}/summary"),
+                message: m,
+            })
+    }
+
+    async fn resolve_targets(&self, summary: Option<&Summary>) -> Result<Vec<Target>> {
+        let mut wanted = self.opts.refs.clone();
+        if wanted.is_empty() {
+            wanted = match (self.opts.mirror, summary) {
+                (true, Some(s)) => s.refs.iter().map(|r| r.name.clone()).collect(),
+                _ => self.remote.branches.clone(),
+            };
+        }
+        if wanted.is_empty() {
+            return Err(Error::Remote {
+                remote: self.remote.name.clone(),
+                message: "no ref to pull: name one, or configure branches".into(),
+            });
+        }
+        let mut out = Vec::new();
+        for w in wanted {
+            if let Ok(c) = w.parse::<Checksum>() {
+                out.push(Target {
+                    ref_name: None,
+                    commit: c,
+                });
+                continue;
+            }
+            let (name, pinned) = match w.split_once('@') {
+                Some((n, c)) => (n.to_owned(), Some(c.parse::<Checksum>()?)),
+                None => (w.clone(), None),
+            };
+            treeline_store::refs::validate_ref_name(&name)?;
+            let commit = match pinned {
+                Some(c) => c,
+                None => match summary.and_then(|s| s.refs.iter().find(|r| r.name == name)) {
+                    Some(r) => r.checksum,
+                    None => {
+                        let path = format!("refs/heads/{name}");
+                        let body = self
+                            .fetcher
+                            .get(&self.remote.url, &path, true, 1024)
+                            .await?
+                            .ok_or_else(|| Error::Remote {
+                                remote: self.remote.name.clone(),
+                                message: format!("the remote has no ref {name:?}"),
+                            })?;
+                        let text = String::from_utf8_lossy(&body);
+                        text.trim()
+                            .parse::<Checksum>()
+                            .map_err(|_| Error::BadReply {
+                                url: format!("{}/{path}", self.remote.url.trim_end_matches('/')),
+                                message: format!("not a checksum: {:?}", text.trim()),
+                            })?
+                    }
+                },
+            };
+            out.push(Target {
+                ref_name: Some(name),
+                commit,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Make sure a commit object is stored (fetching, verifying and marking it partial if
+    /// not); `None` when it is a parent the remote does not have.
+    async fn ensure_commit(
+        &self,
+        c: &Checksum,
+        ref_name: Option<&str>,
+        max: u64,
+        optional: bool,
+    ) -> Result<Option<(Commit, bool)>> {
+        let name = ObjectName::new(*c, ObjectType::Commit);
+        if self.repo.has_object(&name) {
+            if self.remote.sign_verify {
+                let bytes = self.repo.read_meta_bytes(&name)?;
+                self.verify_signature(c, &bytes).await?;
+            }
+            return Ok(Some((self.repo.load_commit(c)?, false)));
+        }
+        let url = format!(
+            "{}/{}",
+            self.remote.url.trim_end_matches('/'),
+            object_path(&name)
+        );
+        let Some(bytes) = self
+            .fetcher
+            .get(&self.remote.url, &object_path(&name), optional, max)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let actual = Checksum::of(&bytes);
+        if actual != *c {
+            return Err(Error::BadReply {
+                url,
+                message: format!("commit content hashes to {actual}"),
+            });
+        }
+        let commit = Commit::from_bytes(&bytes).map_err(|m| Error::BadReply {
+            url: url.clone(),
+            message: m,
+        })?;
+        if self.remote.sign_verify {
+            self.verify_signature(c, &bytes).await?;
+        }
+        if let Some(r) = ref_name
+            && !self.opts.disable_verify_bindings
+            && let Some(bindings) = commit
+                .metadata
+                .get("ostree.ref-binding")
+                .and_then(Value::as_strv)
+            && !bindings.iter().any(|b| b == r)
+        {
+            return Err(Error::BadReply {
+                url,
+                message: format!(
+                    "commit is bound to refs {bindings:?}, not to {r:?} (ostree.ref-binding)"
+                ),
+            });
+        }
+        write_file_atomic(&partial_path(self.repo, c), b"")?;
+        self.txn.write_meta_as(&name, &bytes)?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(Some((commit, true)))
+    }
+
+    async fn verify_signature(&self, c: &Checksum, commit_bytes: &[u8]) -> Result<()> {
+        let meta_name = ObjectName::new(*c, ObjectType::CommitMeta);
+        let detached = self
+            .fetcher
+            .get(
+                &self.remote.url,
+                &object_path(&meta_name),
+                true,
+                MAX_METADATA_SIZE,
+            )
+            .await?;
+        let detached = match detached {
+            Some(b) => Some(
+                treeline_store::object::commitmeta_from_bytes(&b).map_err(|m| Error::BadReply {
+                    url: format!(
+                        "{}/{}",
+                        self.remote.url.trim_end_matches('/'),
+                        object_path(&meta_name)
+                    ),
+                    message: m,
+                })?,
+            ),
+            None => None,
+        };
+        self.keys
+            .verify_commit(c, commit_bytes, detached.as_ref())?;
+        if let Some(m) = &detached {
+            self.repo.write_commitmeta(c, m)?;
+        }
+        Ok(())
+    }
+
+    /// Walk a commit's tree level by level, fetching missing dirtrees and dirmetas in
+    /// parallel, and collect the content objects that are missing.
+    async fn scan_tree(
+        &self,
+        commit: &Commit,
+        files: &mut Vec<ObjectName>,
+        queued: &mut HashSet<ObjectName>,
+    ) -> Result<()> {
+        let mut level = vec![(commit.root_tree, commit.root_meta)];
+        let mut seen_trees = HashSet::new();
+        while !level.is_empty() {
+            let fetches: Vec<ObjectName> = level
+                .iter()
+                .flat_map(|(t, m)| {
+                    [
+                        ObjectName::new(*t, ObjectType::DirTree),
+                        ObjectName::new(*m, ObjectType::DirMeta),
+                    ]
+                })
+                .filter(|n| seen_trees.insert(*n))
+                .collect();
+            let results: Vec<Result<(ObjectName, Option<Vec<u8>>)>> = stream::iter(fetches)
+                .map(|n| async move { self.ensure_meta(n).await.map(|b| (n, b)) })
+                .buffer_unordered(self.opts.max_parallel)
+                .collect()
+                .await;
+            let mut next = Vec::new();
+            for r in results {
+                let (name, bytes) = r?;
+                if name.objtype != ObjectType::DirTree {
+                    continue;
+                }
+                let tree = match bytes {
+                    Some(b) => DirTree::from_bytes(&b).map_err(|m| self.bad(&name, m))?,
+                    None => continue,
+                };
+                for (_, f) in &tree.files {
+                    let fname = ObjectName::new(*f, ObjectType::File);
+                    if queued.insert(fname) && !self.txn.has_object(&fname) {
+                        files.push(fname);
+                    }
+                }
+                next.extend(tree.dirs.iter().map(|(_, t, m)| (*t, *m)));
+            }
+            level = next;
+        }
+        Ok(())
+    }
+
+    fn bad(&self, name: &ObjectName, message: String) -> Error {
+        let base = if name.objtype == ObjectType::File {
+            &self.remote.content_url
+        } else {
+            &self.remote.url
+        };
+        Error::BadReply {
+            url: format!("{}/{}", base.trim_end_matches('/'), object_path(name)),
+            message,
+        }
+    }
+
+    /// A dirtree's bytes (fetched and stored if missing); dirmetas are only ensured.
+    async fn ensure_meta(&self, name: ObjectName) -> Result<Option<Vec<u8>>> {
+        if self.repo.has_object(&name) {
+            return if name.objtype == ObjectType::DirTree {
+                Ok(Some(self.repo.read_meta_bytes(&name)?))
+            } else {
+                Ok(None)
+            };
+        }
+        let bytes = self
+            .fetcher
+            .get(
+                &self.remote.content_url,
+                &object_path(&name),
+                false,
+                MAX_METADATA_SIZE,
+            )
+            .await?
+            .unwrap_or_default();
+        let actual = Checksum::of(&bytes);
+        if actual != name.checksum {
+            return Err(self.bad(&name, format!("content hashes to {actual}")));
+        }
+        match name.objtype {
+            ObjectType::DirTree => DirTree::from_bytes(&bytes).map(drop),
+            _ => DirMeta::from_bytes(&bytes).map(drop),
+        }
+        .map_err(|m| self.bad(&name, m))?;
+        self.txn.write_meta_as(&name, &bytes)?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(bytes))
+    }
+
+    async fn fetch_files(
+        &self,
+        files: Vec<ObjectName>,
+        tx: mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
+    ) -> Result<()> {
+        let counter = AtomicU64::new(0);
+        let results: Vec<Result<()>> = stream::iter(files)
+            .map(|name| {
+                let tx = tx.clone();
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    if self.failed.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let path = self.txn.temp_path(&format!("pull-{n}"));
+                    match self
+                        .fetcher
+                        .get_to_file(&self.remote.content_url, &object_path(&name), &path, false)
+                        .await
+                    {
+                        Ok(_) => {
+                            // The writer threads verify and store it (or delete it).
+                            let _ = tokio::task::block_in_place(|| tx.send((name, path)));
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&path);
+                            self.failed.store(true, Ordering::Relaxed);
+                            Err(e)
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.opts.max_parallel)
+            .collect()
+            .await;
+        drop(tx);
+        results.into_iter().collect()
+    }
+}
