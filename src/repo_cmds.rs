@@ -752,8 +752,15 @@ fn refs(repo: &Repo, args: RefsArgs) -> Result<()> {
         })
         .collect();
     if args.delete {
-        if args.prefix.is_none() {
+        let Some(prefix) = args.prefix.as_deref() else {
             bail!("--delete needs a ref or prefix");
+        };
+        // An exact ref is deleted even when its file is damaged (and so not listed).
+        if selected.is_empty()
+            && let Ok(spec) = RefSpec::parse(prefix)
+            && repo.set_ref(&spec, None).is_ok()
+        {
+            return Ok(());
         }
         if selected.is_empty() {
             bail!("no ref matches {:?}", args.prefix.unwrap_or_default());

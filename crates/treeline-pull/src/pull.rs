@@ -179,7 +179,7 @@ fn remove_partial(repo: &Repo, c: &Checksum) -> Result<()> {
     match std::fs::remove_file(&p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(treeline_store::Error::Io { path: p, source: e }.into()),
+        Err(e) => Err(treeline_store::Error::Io { path: p, error: e }.into()),
     }
 }
 

@@ -190,7 +190,7 @@ pub fn delete(repo: &mut Repo, name: &str, if_exists: bool) -> Result<()> {
     if refs_dir.exists() {
         std::fs::remove_dir_all(&refs_dir).map_err(|e| treeline_store::Error::Io {
             path: refs_dir,
-            source: e,
+            error: e,
         })?;
     }
     Ok(())

@@ -461,7 +461,7 @@ pub fn tree_from_dir(
     if !md.is_dir() {
         return Err(Error::Io {
             path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
     let mut pending = Vec::new();

@@ -207,7 +207,7 @@ fn make_dir(path: &Path, opts: &CheckoutOptions, is_root: bool) -> Result<()> {
         }
         Err(e) => Err(Error::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         }),
     }
 }
@@ -266,7 +266,7 @@ fn place_file(
             Err(e) => {
                 return Err(Error::Io {
                     path: dest.to_path_buf(),
-                    source: e,
+                    error: e,
                 });
             }
         }
@@ -300,7 +300,7 @@ fn hardlinkable(repo: &Repo, csum: &Checksum, opts: &CheckoutOptions) -> Result<
                 }
                 _ => Error::Io {
                     path: obj.clone(),
-                    source: e,
+                    error: e,
                 },
             })?;
             let meta = sys::fget_xattr(&file, &obj, crate::repo::BARE_USER_META_XATTR)?
@@ -323,7 +323,7 @@ fn hardlinkable(repo: &Repo, csum: &Checksum, opts: &CheckoutOptions) -> Result<
                 Err(e) => {
                     return Err(Error::Io {
                         path: obj,
-                        source: e,
+                        error: e,
                     });
                 }
             }

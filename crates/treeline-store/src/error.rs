@@ -8,12 +8,12 @@ use crate::checksum::ObjectName;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call on a named path failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (shown in the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// An object's bytes do not decode as its type, or are not in normal form.
     #[error("invalid {object}: {reason}")]
@@ -108,9 +108,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|error| Error::Io {
             path: path.into(),
-            source,
+            error,
         })
     }
 }
@@ -119,7 +119,7 @@ impl<T> IoContext<T> for rustix::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::Io {
             path: path.into(),
-            source: e.into(),
+            error: e.into(),
         })
     }
 }

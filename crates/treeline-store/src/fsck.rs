@@ -124,6 +124,12 @@ pub fn fsck(repo: &Repo, delete: bool, progress: &dyn Progress) -> Result<FsckRe
             report.deleted.push(name);
         }
     }
+    for (name, err) in repo.broken_refs()? {
+        report.problems.push(Problem {
+            object: None,
+            message: format!("ref {name}: {err}"),
+        });
+    }
     let present: HashSet<ObjectName> = objects
         .iter()
         .copied()

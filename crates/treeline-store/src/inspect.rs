@@ -213,7 +213,7 @@ pub fn diff_tree_dir(
         .tempdir()
         .map_err(|e| Error::Io {
             path: std::env::temp_dir(),
-            source: e,
+            error: e,
         })?;
     let scratch_repo = Repo::init(scratch.path(), repo.mode())?;
     let txn = scratch_repo.begin()?;

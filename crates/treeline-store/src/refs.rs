@@ -92,19 +92,26 @@ fn read_ref_file(path: &Path) -> Result<Option<Checksum>> {
         Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(None),
         Err(e) => Err(Error::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         }),
     }
 }
 
-fn walk_refs(base: &Path, prefix: &str, out: &mut BTreeMap<String, Checksum>) -> Result<()> {
+/// Walk a refs directory. Unreadable ref files are collected in `broken` rather than
+/// failing the walk, so one damaged ref hides no other and can still be deleted.
+fn walk_refs(
+    base: &Path,
+    prefix: &str,
+    out: &mut BTreeMap<String, Checksum>,
+    broken: &mut Vec<(String, Error)>,
+) -> Result<()> {
     let entries = match fs::read_dir(base) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(Error::Io {
                 path: base.to_path_buf(),
-                source: e,
+                error: e,
             });
         }
     };
@@ -123,26 +130,56 @@ fn walk_refs(base: &Path, prefix: &str, out: &mut BTreeMap<String, Checksum>) ->
         };
         let path = entry.path();
         if path.is_dir() {
-            walk_refs(&path, &full, out)?;
-        } else if let Some(c) = read_ref_file(&path)? {
-            out.insert(full, c);
+            walk_refs(&path, &full, out, broken)?;
+        } else {
+            match read_ref_file(&path) {
+                Ok(Some(c)) => {
+                    out.insert(full, c);
+                }
+                Ok(None) => {}
+                Err(e) => broken.push((full, e)),
+            }
         }
     }
     Ok(())
 }
 
 impl Repo {
-    /// Local refs (`refs/heads`) by name.
+    /// Local refs (`refs/heads`) by name. Damaged ref files are skipped with a warning;
+    /// [`Repo::broken_refs`] lists them.
     pub fn list_refs(&self) -> Result<BTreeMap<String, Checksum>> {
         let mut out = BTreeMap::new();
-        walk_refs(&self.path().join("refs/heads"), "", &mut out)?;
+        let mut broken = Vec::new();
+        walk_refs(&self.path().join("refs/heads"), "", &mut out, &mut broken)?;
+        for (name, e) in broken {
+            tracing::warn!("skipping ref {name}: {e}");
+        }
         Ok(out)
+    }
+
+    /// Ref files (local, remote and mirror) that do not hold a checksum, with the error.
+    pub fn broken_refs(&self) -> Result<Vec<(String, Error)>> {
+        let mut broken = Vec::new();
+        for dir in ["refs/heads", "refs/remotes", "refs/mirrors"] {
+            walk_refs(
+                &self.path().join(dir),
+                "",
+                &mut BTreeMap::new(),
+                &mut broken,
+            )?;
+        }
+        Ok(broken)
     }
 
     /// Remote refs as `remote:name`, and mirror refs as `(collection, name)`.
     pub fn list_remote_refs(&self) -> Result<BTreeMap<String, Checksum>> {
         let mut raw = BTreeMap::new();
-        walk_refs(&self.path().join("refs/remotes"), "", &mut raw)?;
+        walk_refs(
+            &self.path().join("refs/remotes"),
+            "",
+            &mut raw,
+            &mut Vec::new(),
+        )?;
         Ok(raw
             .into_iter()
             .filter_map(|(k, v)| {
@@ -157,7 +194,12 @@ impl Repo {
         let mut v: Vec<Checksum> = self.list_refs()?.into_values().collect();
         v.extend(self.list_remote_refs()?.into_values());
         let mut mirrors = BTreeMap::new();
-        walk_refs(&self.path().join("refs/mirrors"), "", &mut mirrors)?;
+        walk_refs(
+            &self.path().join("refs/mirrors"),
+            "",
+            &mut mirrors,
+            &mut Vec::new(),
+        )?;
         v.extend(mirrors.into_values());
         Ok(v)
     }
@@ -197,7 +239,7 @@ impl Repo {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Err(Error::RevNotFound(spec.to_string()))
                 }
-                Err(e) => Err(Error::Io { path, source: e }),
+                Err(e) => Err(Error::Io { path, error: e }),
             },
         }
     }

@@ -200,7 +200,7 @@ impl Repo {
         match fs::read(&p) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(*name)),
-            Err(e) => Err(Error::Io { path: p, source: e }),
+            Err(e) => Err(Error::Io { path: p, error: e }),
         }
     }
 
@@ -254,7 +254,7 @@ impl Repo {
             } else {
                 Error::Io {
                     path: path.clone(),
-                    source: e,
+                    error: e,
                 }
             }
         };
@@ -338,14 +338,21 @@ impl Repo {
         let tmp = self.path.join("tmp");
         fs::create_dir_all(&tmp).at(&tmp)?;
         self.remove_stale_staging(&tmp)?;
-        let staging = tempfile::Builder::new()
-            .prefix("staging-")
+        // Lock the directory before it is visible under a `staging-` name, or another
+        // writer's sweep could take it for a dead one.
+        let fresh = tempfile::Builder::new()
+            .prefix(".new-")
             .tempdir_in(&tmp)
             .at(&tmp)?
             .keep();
-        let staging_handle = File::open(&staging).at(&staging)?;
-        rustix::fs::flock(&staging_handle, rustix::fs::FlockOperation::LockExclusive)
-            .at(&staging)?;
+        let staging_handle = File::open(&fresh).at(&fresh)?;
+        rustix::fs::flock(&staging_handle, rustix::fs::FlockOperation::LockExclusive).at(&fresh)?;
+        let name = fresh
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen(".new-", "staging-", 1))
+            .unwrap_or_else(|| "staging-".into());
+        let staging = tmp.join(name);
+        fs::rename(&fresh, &staging).at(&staging)?;
         Ok(Transaction {
             repo: self,
             staging,
@@ -394,34 +401,52 @@ impl Repo {
     /// left for the caller to delete with the directory.
     fn move_staged_objects(&self, staging: &Path) -> Result<usize> {
         let objects = self.path.join("objects");
-        let mut moved = 0usize;
+        let mut staged = Vec::new();
         for sub in fs::read_dir(staging).at(staging)? {
             let sub = sub.at(staging)?;
             if !sub.file_type().at(sub.path())?.is_dir() {
                 continue;
             }
-            let dest_dir = objects.join(sub.file_name());
-            fs::create_dir_all(&dest_dir).at(&dest_dir)?;
             let src_dir = sub.path();
             for entry in fs::read_dir(&src_dir).at(&src_dir)? {
                 let entry = entry.at(&src_dir)?;
-                let fname = entry.file_name();
-                if fname.to_string_lossy().starts_with(".tmp-") {
+                let fname = entry.file_name().to_string_lossy().into_owned();
+                if fname.starts_with(".tmp-") {
                     continue;
                 }
-                let dest = dest_dir.join(&fname);
-                if fname.to_string_lossy().ends_with(".commitmeta") {
-                    fs::rename(entry.path(), &dest).at(&dest)?;
-                } else if !sys::rename_noreplace(&entry.path(), &dest)? {
-                    fs::remove_file(entry.path()).at(entry.path())?;
-                }
-                moved += 1;
-                if moved == 1 {
-                    crate::fault::point("commit-during-rename");
-                }
+                let rank = match fname
+                    .rsplit_once('.')
+                    .and_then(|(_, ext)| ObjectType::from_name(ext))
+                {
+                    Some(ObjectType::File) => 0,
+                    Some(ObjectType::DirMeta) => 1,
+                    Some(ObjectType::DirTree) => 2,
+                    Some(ObjectType::CommitMeta) => 3,
+                    _ => 4,
+                };
+                staged.push((rank, sub.file_name(), entry.path(), fname));
             }
         }
-        Ok(moved)
+        // Whatever references an object moves after it: content, then directories, then
+        // commits. A kill part-way leaves no commit in objects/ without its tree.
+        staged.sort_by_key(|s| s.0);
+        let mut created = std::collections::HashSet::new();
+        for (i, (_, prefix, src, fname)) in staged.iter().enumerate() {
+            let dest_dir = objects.join(prefix);
+            if created.insert(prefix.clone()) {
+                fs::create_dir_all(&dest_dir).at(&dest_dir)?;
+            }
+            let dest = dest_dir.join(fname);
+            if fname.ends_with(".commitmeta") {
+                fs::rename(src, &dest).at(&dest)?;
+            } else if !sys::rename_noreplace(src, &dest)? {
+                fs::remove_file(src).at(src)?;
+            }
+            if i == 0 {
+                crate::fault::point("commit-during-rename");
+            }
+        }
+        Ok(staged.len())
     }
 
     /// Every loose object in the repository.
@@ -473,7 +498,7 @@ impl Repo {
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io { path: p, source: e }),
+            Err(e) => Err(Error::Io { path: p, error: e }),
         }
     }
 
@@ -522,7 +547,7 @@ pub fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .at(path)?;
     tmp.persist(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
-        source: e.error,
+        error: e.error,
     })?;
     sys::fsync_dir(dir)
 }
@@ -925,7 +950,7 @@ fn open_filez(path: &Path, name: &ObjectName) -> Result<(FileHeader, u64, Conten
 fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
     tmp.persist(dest).map_err(|e| Error::Io {
         path: dest.to_path_buf(),
-        source: e.error,
+        error: e.error,
     })?;
     Ok(())
 }

@@ -226,7 +226,7 @@ pub fn update_summary(
             Err(e) => {
                 return Err(Error::Io {
                     path: sig_path,
-                    source: e,
+                    error: e,
                 });
             }
         }
