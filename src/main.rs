@@ -1,5 +1,6 @@
 //! treeline: image-based Linux systems with atomic updates, on an OSTree-compatible store.
 
+mod delta_cmds;
 mod progress;
 mod remote_cmds;
 mod repo_cmds;
