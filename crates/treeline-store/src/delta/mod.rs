@@ -155,37 +155,10 @@ pub fn index_relpath(to: &Checksum) -> String {
     format!("delta-indexes/{}/{}.index", &b[..2], &b[2..])
 }
 
-/// Decode OSTree's modified base64 (43 characters, `_` for `/`, no padding).
+/// Decode OSTree's modified base64 (43 characters, `_` for `/`, no padding), accepting
+/// only the canonical encoding (so a name maps to one delta).
 pub fn checksum_from_modified_base64(s: &str) -> Option<Checksum> {
-    if s.len() != 43 {
-        return None;
-    }
-    let mut bits = 0u32;
-    let mut n_bits = 0u32;
-    let mut out = Vec::with_capacity(33);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n_bits += 6;
-        if n_bits >= 8 {
-            n_bits -= 8;
-            out.push((bits >> n_bits) as u8);
-            bits &= (1 << n_bits) - 1;
-        }
-    }
-    // 43 characters carry 258 bits: the last 2 must be zero in a canonical encoding.
-    if bits != 0 {
-        return None;
-    }
-    let c = Checksum::from_bytes(&out)?;
-    (c.to_modified_base64() == s).then_some(c)
+    Checksum::from_modified_base64(s).filter(|c| c.to_modified_base64() == s)
 }
 
 /// Sizes as GLib's `g_format_size` prints them (`173 bytes`, `4.5 MB`), for `show`.
