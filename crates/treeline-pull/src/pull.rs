@@ -402,12 +402,13 @@ impl Ctx<'_> {
         optional: bool,
     ) -> Result<Option<(Commit, bool)>> {
         let name = ObjectName::new(*c, ObjectType::Commit);
-        if self.repo.has_object(&name) {
+        if self.txn.has_object(&name) {
+            let bytes = self.txn.read_meta_bytes(&name)?;
             if self.remote.sign_verify {
-                let bytes = self.repo.read_meta_bytes(&name)?;
                 self.verify_signature(c, &bytes).await?;
             }
-            return Ok(Some((self.repo.load_commit(c)?, false)));
+            let commit = Commit::from_bytes(&bytes).map_err(|m| self.bad(&name, m))?;
+            return Ok(Some((commit, false)));
         }
         let url = format!(
             "{}/{}",
@@ -551,9 +552,9 @@ impl Ctx<'_> {
 
     /// A dirtree's bytes (fetched and stored if missing); dirmetas are only ensured.
     async fn ensure_meta(&self, name: ObjectName) -> Result<Option<Vec<u8>>> {
-        if self.repo.has_object(&name) {
+        if self.txn.has_object(&name) {
             return if name.objtype == ObjectType::DirTree {
-                Ok(Some(self.repo.read_meta_bytes(&name)?))
+                Ok(Some(self.txn.read_meta_bytes(&name)?))
             } else {
                 Ok(None)
             };

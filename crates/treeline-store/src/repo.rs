@@ -633,6 +633,23 @@ impl<'r> Transaction<'r> {
         self.staging.join(format!(".tmp-{name}"))
     }
 
+    /// The bytes of a metadata object, stored or staged in this transaction.
+    pub fn read_meta_bytes(&self, name: &ObjectName) -> Result<Vec<u8>> {
+        match self.repo.read_meta_bytes(name) {
+            Err(Error::NotFound(_)) => {
+                let p = self.staging.join(loose_relpath(self.repo.mode, name));
+                match fs::read(&p) {
+                    Ok(b) => Ok(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Err(Error::NotFound(*name))
+                    }
+                    Err(e) => Err(Error::Io { path: p, error: e }),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Whether the object is stored or staged.
     pub fn has_object(&self, name: &ObjectName) -> bool {
         self.repo.has_object(name)
