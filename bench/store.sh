@@ -93,11 +93,13 @@ trap cleanup EXIT
 
 # ---------------------------------------------------------------- inputs
 # Remove what ostree commit rejects (device nodes, FIFOs, sockets); print how many.
+# The count is kept next to the (cached) tree, so later runs still report it.
 strip_special() { # DIR LABEL
     local n
     n=$(find "$1" -xdev \( -type b -o -type c -o -type p -o -type s \) -print | wc -l)
     find "$1" -xdev \( -type b -o -type c -o -type p -o -type s \) -delete
-    STRIPPED[$2]=$n
+    if [ "$n" != 0 ] || [ ! -e "$1.special" ]; then echo "$n" >"$1.special"; fi
+    STRIPPED[$2]=$(cat "$1.special")
 }
 
 # First `deb` URI of a bookworm line with component main, from the host's apt sources.
@@ -386,7 +388,12 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 echo
 echo "treeline store benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine:  $(nproc) cores ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; load avg at start $START_LOAD, at end $END_LOAD"
-echo "versions: $tl_version (git $tl_commit$tl_dirty, $TL); ostree $os_version"
+if [ -n "${TREELINE_BIN:-}" ]; then
+    tl_build="binary from TREELINE_BIN=$TL; $REPO_ROOT is at git $tl_commit$tl_dirty"
+else
+    tl_build="built from $REPO_ROOT at git $tl_commit$tl_dirty"
+fi
+echo "versions: $tl_version ($tl_build); ostree $os_version"
 echo "method:   $RUNS alternating runs per tool (treeline, ostree, ...) after 1 warm-up each; fresh output"
 echo "          path per run; sync before each run; medians. Wall time from \$EPOCHREALTIME around"
 echo "          /usr/bin/time -f '%e %M' (checked against %e), peak RSS from %M. Same --timestamp for both."
@@ -431,6 +438,15 @@ for input in $INPUTS; do
 done
 echo
 echo "targets (issue): commit and fsck <= 0.5x ostree wall time; checkout <= 1.0x; peak RSS <= ostree's"
+for input in $INPUTS; do
+    for op in "${OPS[@]}"; do
+        for tool in "${TOOLS[@]}"; do
+            [ -n "${TIMES[$input/$op/$tool]:-}" ] || continue
+            printf 'runs:     %-7s %-17s %-9s s: %s  KiB: %s\n' "$input" "$op" "$tool" \
+                "${TIMES[$input/$op/$tool]% }" "${RSS[$input/$op/$tool]% }"
+        done
+    done
+done
 for c in "${CHECKS[@]}"; do echo "check:    $c"; done
 for w in "${WARNINGS[@]}"; do echo "WARNING:  $w"; done
 for k in "${!FAILED[@]}"; do echo "FAILED:   $k: ${FAILED[$k]}"; done

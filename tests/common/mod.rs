@@ -115,6 +115,8 @@ pub fn make_hard_tree(root: &Path) {
     w("bin/sgid", b"sgid\n", 0o2711);
     w("private/secret", b"secret\n", 0o600);
     fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::create_dir_all(root.join("var-mail")).unwrap();
+    fs::set_permissions(root.join("var-mail"), fs::Permissions::from_mode(0o2775)).unwrap();
     fs::create_dir_all(root.join("tmp")).unwrap();
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::create_dir_all(root.join("restricted")).unwrap();

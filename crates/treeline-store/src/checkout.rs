@@ -217,11 +217,9 @@ fn apply_dirmeta(path: &Path, meta: &DirMeta, opts: &CheckoutOptions) -> Result<
         sys::lchown(path, meta.uid, meta.gid)?;
         sys::set_xattrs(path, &meta.xattrs)?;
     }
-    let mut mode = meta.mode & 0o7777;
-    if opts.user_mode {
-        mode &= !0o6000;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at(path)
+    // Unlike files, directories keep setgid in user mode, as in ostree (it only decides
+    // the group of new files).
+    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777)).at(path)
 }
 
 fn place_file(
