@@ -126,8 +126,7 @@ pub fn pull(
             let rx = Arc::clone(&rx);
             scope.spawn(move || ctx.store_loop(&rx));
         }
-        let result = runtime.block_on(ctx.run(tx));
-        result
+        runtime.block_on(ctx.run(tx))
     })?;
     let Ctx {
         writer_error,
@@ -248,6 +247,7 @@ impl Ctx<'_> {
         tx: mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
     ) -> Result<Vec<Target>> {
         let summary = self.fetch_summary().await?;
+        self.check_remote_mode().await?;
         let targets = self.resolve_targets(summary.as_ref()).await?;
         let mut files: Vec<ObjectName> = Vec::new();
         let mut queued: HashSet<ObjectName> = HashSet::new();
@@ -291,6 +291,37 @@ impl Ctx<'_> {
         self.progress.set_total(files.len() as u64);
         self.fetch_files(files, tx).await?;
         Ok(targets)
+    }
+
+    /// ostree clients pull only from archive repositories; the remote's `config` says
+    /// which mode it is (a missing `config` is tolerated, as static mirrors may omit it).
+    async fn check_remote_mode(&self) -> Result<()> {
+        let Some(bytes) = self
+            .fetcher
+            .get(&self.remote.url, "config", true, 1 << 20)
+            .await?
+        else {
+            return Ok(());
+        };
+        let url = format!("{}/config", self.remote.url.trim_end_matches('/'));
+        let text = String::from_utf8(bytes).map_err(|_| Error::BadReply {
+            url: url.clone(),
+            message: "config is not UTF-8".into(),
+        })?;
+        let cfg = treeline_store::keyfile::KeyFile::parse(&text).map_err(|e| Error::BadReply {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        match cfg.raw_value("core", "mode") {
+            Some("archive" | "archive-z2") => Ok(()),
+            other => Err(Error::BadReply {
+                url,
+                message: format!(
+                    "can't pull from a {} repository over HTTP: the remote must be in archive mode",
+                    other.unwrap_or("bare")
+                ),
+            }),
+        }
     }
 
     async fn fetch_summary(&self) -> Result<Option<Summary>> {
@@ -402,39 +433,30 @@ impl Ctx<'_> {
         optional: bool,
     ) -> Result<Option<(Commit, bool)>> {
         let name = ObjectName::new(*c, ObjectType::Commit);
-        if self.txn.has_object(&name) {
-            let bytes = self.txn.read_meta_bytes(&name)?;
-            if self.remote.sign_verify {
-                self.verify_signature(c, &bytes).await?;
+        // Detached metadata is always fetched: it carries signatures that may be new,
+        // and a mirror of this repository must have them.
+        let detached = self.fetch_commitmeta(c).await?;
+        let (bytes, fetched) = if self.txn.has_object(&name) {
+            (self.txn.read_meta_bytes(&name)?, false)
+        } else {
+            let Some(bytes) = self
+                .fetcher
+                .get(&self.remote.content_url, &object_path(&name), optional, max)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let actual = Checksum::of(&bytes);
+            if actual != *c {
+                return Err(self.bad(&name, format!("commit content hashes to {actual}")));
             }
-            let commit = Commit::from_bytes(&bytes).map_err(|m| self.bad(&name, m))?;
-            return Ok(Some((commit, false)));
-        }
-        let url = format!(
-            "{}/{}",
-            self.remote.url.trim_end_matches('/'),
-            object_path(&name)
-        );
-        let Some(bytes) = self
-            .fetcher
-            .get(&self.remote.url, &object_path(&name), optional, max)
-            .await?
-        else {
-            return Ok(None);
+            (bytes, true)
         };
-        let actual = Checksum::of(&bytes);
-        if actual != *c {
-            return Err(Error::BadReply {
-                url,
-                message: format!("commit content hashes to {actual}"),
-            });
-        }
-        let commit = Commit::from_bytes(&bytes).map_err(|m| Error::BadReply {
-            url: url.clone(),
-            message: m,
-        })?;
+        let commit = Commit::from_bytes(&bytes).map_err(|m| self.bad(&name, m))?;
+        // Signature and binding are checked for local commits too: a ref must never
+        // move to a commit this remote would refuse.
         if self.remote.sign_verify {
-            self.verify_signature(c, &bytes).await?;
+            self.keys.verify_commit(c, &bytes, detached.as_ref())?;
         }
         if let Some(r) = ref_name
             && !self.opts.disable_verify_bindings
@@ -444,49 +466,39 @@ impl Ctx<'_> {
                 .and_then(Value::as_strv)
             && !bindings.iter().any(|b| b == r)
         {
-            return Err(Error::BadReply {
-                url,
-                message: format!(
-                    "commit is bound to refs {bindings:?}, not to {r:?} (ostree.ref-binding)"
-                ),
-            });
+            return Err(self.bad(
+                &name,
+                format!("commit is bound to refs {bindings:?}, not to {r:?} (ostree.ref-binding)"),
+            ));
         }
-        write_file_atomic(&partial_path(self.repo, c), b"")?;
-        self.txn.write_meta_as(&name, &bytes)?;
-        self.stored.fetch_add(1, Ordering::Relaxed);
-        Ok(Some((commit, true)))
-    }
-
-    async fn verify_signature(&self, c: &Checksum, commit_bytes: &[u8]) -> Result<()> {
-        let meta_name = ObjectName::new(*c, ObjectType::CommitMeta);
-        let detached = self
-            .fetcher
-            .get(
-                &self.remote.url,
-                &object_path(&meta_name),
-                true,
-                MAX_METADATA_SIZE,
-            )
-            .await?;
-        let detached = match detached {
-            Some(b) => Some(
-                treeline_store::object::commitmeta_from_bytes(&b).map_err(|m| Error::BadReply {
-                    url: format!(
-                        "{}/{}",
-                        self.remote.url.trim_end_matches('/'),
-                        object_path(&meta_name)
-                    ),
-                    message: m,
-                })?,
-            ),
-            None => None,
-        };
-        self.keys
-            .verify_commit(c, commit_bytes, detached.as_ref())?;
+        if fetched {
+            write_file_atomic(&partial_path(self.repo, c), b"")?;
+            self.txn.write_meta_as(&name, &bytes)?;
+            self.stored.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(m) = &detached {
             self.repo.write_commitmeta(c, m)?;
         }
-        Ok(())
+        Ok(Some((commit, fetched)))
+    }
+
+    /// The commit's detached metadata from the remote, if it has any.
+    async fn fetch_commitmeta(&self, c: &Checksum) -> Result<Option<Metadata>> {
+        let meta_name = ObjectName::new(*c, ObjectType::CommitMeta);
+        let path = object_path(&meta_name);
+        let Some(bytes) = self
+            .fetcher
+            .get(&self.remote.url, &path, true, MAX_METADATA_SIZE)
+            .await?
+        else {
+            return Ok(None);
+        };
+        treeline_store::object::commitmeta_from_bytes(&bytes)
+            .map(Some)
+            .map_err(|m| Error::BadReply {
+                url: format!("{}/{path}", self.remote.url.trim_end_matches('/')),
+                message: m,
+            })
     }
 
     /// Walk a commit's tree level by level, fetching missing dirtrees and dirmetas in
@@ -539,10 +551,10 @@ impl Ctx<'_> {
     }
 
     fn bad(&self, name: &ObjectName, message: String) -> Error {
-        let base = if name.objtype == ObjectType::File {
-            &self.remote.content_url
-        } else {
+        let base = if name.objtype == ObjectType::CommitMeta {
             &self.remote.url
+        } else {
+            &self.remote.content_url
         };
         Error::BadReply {
             url: format!("{}/{}", base.trim_end_matches('/'), object_path(name)),

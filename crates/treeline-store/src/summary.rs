@@ -14,6 +14,11 @@ use crate::repo::{Repo, write_file_atomic};
 use crate::sign::SigningKey;
 use crate::variant::{Metadata, Value};
 
+/// A metadata dictionary borrowed for encoding.
+type MetaEntries<'a> = Vec<(&'a str, &'a Value)>;
+/// A ref's `(taya{sv})` borrowed for encoding.
+type RefEntry<'a> = (u64, &'a [u8], &'a MetaEntries<'a>);
+
 /// One ref in a summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SummaryRef {
@@ -39,25 +44,25 @@ pub struct Summary {
 impl Summary {
     /// Encode.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let metas: Vec<Vec<(&str, &Value)>> = self
+        let metas: Vec<MetaEntries<'_>> = self
             .refs
             .iter()
             .map(|r| r.metadata.0.iter().map(|(k, v)| (k.as_str(), v)).collect())
             .collect();
         // The commit size is native-endian (not pre-swapped) in ostree's summaries.
-        let inner: Vec<(u64, &[u8], &Vec<(&str, &Value)>)> = self
+        let inner: Vec<RefEntry<'_>> = self
             .refs
             .iter()
             .zip(&metas)
             .map(|(r, m)| (r.commit_size, r.checksum.as_bytes().as_slice(), m))
             .collect();
-        let refs: Vec<(&str, &(u64, &[u8], &Vec<(&str, &Value)>))> = self
+        let refs: Vec<(&str, &RefEntry<'_>)> = self
             .refs
             .iter()
             .zip(&inner)
             .map(|(r, i)| (r.name.as_str(), i))
             .collect();
-        let meta: Vec<(&str, &Value)> = self
+        let meta: MetaEntries<'_> = self
             .metadata
             .0
             .iter()
