@@ -13,7 +13,7 @@ use treeline_store::delta::{self, DeltaInfo, DeltaName, GenerateOptions, format_
 /// `static-delta` arguments.
 #[derive(Args, Debug)]
 #[command(
-    long_about = "Static deltas carry everything needed to go from one commit to another \
+    after_long_help = "Static deltas carry everything needed to go from one commit to another \
     (or from nothing) as a superblock plus a few compressed parts, in the exact format of \
     `ostree static-delta`: deltas generated here are applied by ostree and the other way \
     round. They live under deltas/ in the repository, with an index per target commit under \

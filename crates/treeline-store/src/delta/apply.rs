@@ -159,9 +159,11 @@ fn apply_superblock(
                 bytes
             }
         };
+        // Payloads hold at most the objects' content plus patch framing; anything far
+        // larger is hostile.
         let limit = header
             .usize
-            .saturating_mul(2)
+            .saturating_mul(4)
             .saturating_add(64 << 20)
             .min(PART_DECOMPRESSED_LIMIT);
         let variant = decompress_part(&file, limit).map_err(bad)?;
@@ -339,7 +341,7 @@ impl OpenFile {
 /// Content of `o`-opened files stays in memory up to this size, then spills to disk.
 const OPEN_FILE_MEMORY: usize = 64 << 20;
 
-fn payload_slice<'a>(payload: &'a [u8], offset: u64, size: u64) -> Result<&'a [u8], String> {
+fn payload_slice(payload: &[u8], offset: u64, size: u64) -> Result<&[u8], String> {
     let range = usize::try_from(offset)
         .ok()
         .zip(usize::try_from(size).ok())

@@ -90,8 +90,9 @@ impl GenerateReport {
 /// `core.indexed-deltas=true` in the config).
 ///
 /// Memory stays bounded by about two parts (`max_chunk_size` each, or one object when
-/// an object is larger) plus the inputs of the bsdiff runs in flight (at most
-/// `max_bsdiff_size` together).
+/// an object is larger: one being filled, one being compressed), 16 MB of file content
+/// read ahead, and the bsdiff runs in flight (inputs of at most `max_bsdiff_size`
+/// together, plus their suffix arrays).
 pub fn generate(
     repo: &mut Repo,
     from: Option<Checksum>,
@@ -523,7 +524,8 @@ fn write_delta(
         .at(&tmp_root)?;
     let dir = staging.path().to_path_buf();
 
-    let (tx, rx) = sync_channel::<(usize, PartBuilder)>(1);
+    // A rendezvous channel: one part being compressed while the next is filled.
+    let (tx, rx) = sync_channel::<(usize, PartBuilder)>(0);
     let compression = opts.compression;
     let (headers, packed) = std::thread::scope(|s| {
         let writer = s.spawn(|| part_writer(rx, &dir, compression));
@@ -668,36 +670,46 @@ fn batches<T>(items: &[T], budget: u64, weight: impl Fn(&T) -> u64) -> Vec<&[T]>
     out
 }
 
-/// Move a finished delta directory into place, replacing an existing delta atomically.
+/// Move a finished delta directory into place, replacing an existing delta atomically
+/// (by exchanging the two directories) where the filesystem allows it.
 fn install(repo: &Repo, name: &DeltaName, staged: PathBuf) -> Result<()> {
     let dest = repo.path().join(name.relpath());
     let parent = dest
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| repo.path().to_path_buf());
-    fs::create_dir_all(&parent).at(&parent)?;
-    let exchanged = match rustix::fs::renameat_with(
+    let result = replace_dir(&staged, &dest, &parent);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staged);
+    }
+    result?;
+    sys::fsync_dir(&parent)
+}
+
+fn replace_dir(staged: &Path, dest: &Path, parent: &Path) -> Result<()> {
+    fs::create_dir_all(parent).at(parent)?;
+    match rustix::fs::renameat_with(
         rustix::fs::CWD,
-        &staged,
+        staged,
         rustix::fs::CWD,
-        &dest,
+        dest,
         rustix::fs::RenameFlags::EXCHANGE,
     ) {
-        Ok(()) => true,
-        Err(rustix::io::Errno::NOENT) => false,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staged);
-            return Err(e).at(&dest);
-        }
-    };
-    if exchanged {
         // `staged` now holds the old delta.
-        fs::remove_dir_all(&staged).at(&staged)?;
-    } else if let Err(e) = fs::rename(&staged, &dest) {
-        let _ = fs::remove_dir_all(&staged);
-        return Err(e).at(&dest);
+        Ok(()) => return fs::remove_dir_all(staged).at(staged),
+        Err(rustix::io::Errno::NOENT) => {}
+        // No RENAME_EXCHANGE here: move the old delta aside first.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {
+            if dest.exists() {
+                let old = staged.with_extension("old");
+                fs::rename(dest, &old).at(dest)?;
+                fs::rename(staged, dest).at(dest)?;
+                return fs::remove_dir_all(&old).at(&old);
+            }
+        }
+        Err(e) => return Err(std::io::Error::from(e)).at(dest),
     }
-    sys::fsync_dir(&parent)
+    fs::rename(staged, dest).at(dest)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! byte ranges and reports bad framing instead of guessing; callers re-encode what they
 //! decoded and compare, which rejects anything not in normal form.
 
+use super::part::XattrSet;
+
 /// Width of the framing offsets of a container of `len` bytes, as a reader derives it.
 pub(crate) fn offset_width(len: usize) -> usize {
     match len {
@@ -36,7 +38,7 @@ fn push_offsets(buf: &mut Vec<u8>, offsets: impl ExactSizeIterator<Item = usize>
 }
 
 fn pad_to(buf: &mut Vec<u8>, align: usize) {
-    while buf.len() % align != 0 {
+    while !buf.len().is_multiple_of(align) {
         buf.push(0);
     }
 }
@@ -172,7 +174,7 @@ pub(crate) fn split_var_array(data: &[u8], align: usize) -> Result<Vec<&[u8]>, S
     }
     let w = offset_width(data.len());
     let table = read_le(data, data.len() - w, w).ok_or("bad framing offset")?;
-    if table > data.len() || (data.len() - table) % w != 0 {
+    if table > data.len() || !(data.len() - table).is_multiple_of(w) {
         return Err("array framing offsets are inconsistent".into());
     }
     let n = (data.len() - table) / w;
@@ -194,7 +196,7 @@ pub(crate) fn split_var_array(data: &[u8], align: usize) -> Result<Vec<&[u8]>, S
 
 /// Split an array of fixed-size elements.
 pub(crate) fn split_fixed_array(data: &[u8], size: usize) -> Result<Vec<&[u8]>, String> {
-    if data.len() % size != 0 {
+    if !data.len().is_multiple_of(size) {
         return Err(format!(
             "array of {size}-byte elements is {} bytes long",
             data.len()
@@ -217,7 +219,7 @@ pub(crate) fn encode_xattr_set(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Decode `a(ayay)`.
-pub(crate) fn decode_xattr_set(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub(crate) fn decode_xattr_set(data: &[u8]) -> Result<XattrSet, String> {
     split_var_array(data, 1)?
         .into_iter()
         .map(|e| {

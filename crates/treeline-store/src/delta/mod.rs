@@ -161,7 +161,8 @@ pub fn checksum_from_modified_base64(s: &str) -> Option<Checksum> {
     Checksum::from_modified_base64(s).filter(|c| c.to_modified_base64() == s)
 }
 
-/// Sizes as GLib's `g_format_size` prints them (`173 bytes`, `4.5 MB`), for `show`.
+/// Sizes as GLib's `g_format_size` prints them (`173 bytes`, `4.5 MB` with a no-break
+/// space), for `show`.
 pub fn format_size(n: u64) -> String {
     const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
     if n < 1000 {
@@ -177,7 +178,8 @@ pub fn format_size(n: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    format!("{value:.1} {}", UNITS[unit])
+    // GLib puts a no-break space between number and unit.
+    format!("{value:.1}\u{a0}{}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -239,7 +241,7 @@ mod tests {
     fn sizes_print_like_glib() {
         assert_eq!(format_size(0), "0 bytes");
         assert_eq!(format_size(173), "173 bytes");
-        assert_eq!(format_size(1500), "1.5 kB");
-        assert_eq!(format_size(4_478_288), "4.5 MB");
+        assert_eq!(format_size(1500), "1.5\u{a0}kB");
+        assert_eq!(format_size(4_478_288), "4.5\u{a0}MB");
     }
 }

@@ -6,6 +6,7 @@ use super::{DeltaName, ENDIANNESS_KEY};
 use crate::checksum::{Checksum, ObjectName, ObjectType};
 use crate::error::{Error, Result};
 use crate::object::{Commit, DecodeError};
+use crate::sign::{ED25519_KEY, PublicKeys, SigningKey};
 use crate::variant::{Metadata, Value};
 
 /// The first 8 bytes of a signed superblock: the big-endian `t` 0x4F535453474E4454.
@@ -419,6 +420,27 @@ impl SignedSuperblock {
         Some(parse())
     }
 
+    /// Wrap superblock bytes with Ed25519 signatures by each key, as
+    /// `ostree static-delta generate --sign` does.
+    pub fn sign_ed25519(superblock: Vec<u8>, keys: &[SigningKey]) -> Self {
+        let sigs: Vec<Vec<u8>> = keys.iter().map(|k| k.sign(&superblock).to_vec()).collect();
+        let mut signatures = Metadata::new();
+        signatures.insert(ED25519_KEY, Value::bytes_array(&sigs));
+        SignedSuperblock {
+            superblock,
+            signatures,
+        }
+    }
+
+    /// Whether an Ed25519 signature over the wrapped superblock verifies with one of
+    /// `keys`.
+    pub fn verify_ed25519(&self, keys: &PublicKeys) -> bool {
+        self.signatures
+            .get(ED25519_KEY)
+            .and_then(Value::as_bytes_array)
+            .is_some_and(|sigs| keys.verify(&self.superblock, &sigs))
+    }
+
     /// The engines that signed (`ed25519`, …): the keys with an `ostree.sign.` prefix.
     pub fn engines(&self) -> Vec<String> {
         self.signatures
@@ -540,6 +562,16 @@ mod tests {
         let (back, wrapper) = parse_superblock_file(&bytes).unwrap();
         assert_eq!(back, sb);
         assert_eq!(wrapper.unwrap().engines(), vec!["ed25519".to_string()]);
+        let key = SigningKey::generate().unwrap();
+        let mut keys = PublicKeys::default();
+        keys.add_base64(&key.public_base64()).unwrap();
+        let signed = SignedSuperblock::sign_ed25519(sb.to_bytes(), &[key]);
+        let (back, wrapper) = parse_superblock_file(&signed.to_bytes()).unwrap();
+        assert_eq!(back, sb);
+        assert!(wrapper.unwrap().verify_ed25519(&keys));
+        let mut tampered = signed.clone();
+        tampered.superblock[10] ^= 1;
+        assert!(!tampered.verify_ed25519(&keys));
         let (plain, none) = parse_superblock_file(&sb.to_bytes()).unwrap();
         assert_eq!(plain, sb);
         assert!(none.is_none());
