@@ -330,6 +330,12 @@ pub struct PullArgs {
     /// Do not check the commits' ostree.ref-binding.
     #[arg(long)]
     disable_verify_bindings: bool,
+    /// Never use static deltas; fetch loose objects.
+    #[arg(long)]
+    disable_static_deltas: bool,
+    /// Use static deltas even into archive repositories, and fail if none applies.
+    #[arg(long, conflicts_with = "disable_static_deltas")]
+    require_static_deltas: bool,
     /// Retries of a failed request.
     #[arg(long, default_value_t = 5)]
     network_retries: u32,
@@ -361,6 +367,8 @@ pub fn pull(repo: &Repo, args: PullArgs) -> Result<()> {
         retries: args.network_retries,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         disable_verify_bindings: args.disable_verify_bindings,
+        disable_static_deltas: args.disable_static_deltas,
+        require_static_deltas: args.require_static_deltas,
     };
     let started = std::time::Instant::now();
     let report = {
@@ -376,12 +384,16 @@ pub fn pull(repo: &Repo, args: PullArgs) -> Result<()> {
                 "objects_fetched": report.objects_fetched,
                 "requests": report.requests,
                 "bytes": report.bytes,
+                "deltas": report.deltas,
                 "seconds": started.elapsed().as_secs_f64(),
             })
         );
     } else {
         for (r, c) in &report.refs {
             println!("{r} -> {c}");
+        }
+        for d in &report.deltas {
+            eprintln!("applied static delta {d}");
         }
         eprintln!(
             "{} objects fetched, {} requests, {} bytes in {:.1}s",

@@ -1721,3 +1721,99 @@ fn pull_without_a_summary_reads_refs_heads() {
     let out = run_fail(tl(&c).args(["pull", "origin", "nope"]));
     assert!(stderr_of(&out).contains("nope"), "{}", stderr_of(&out));
 }
+
+// ---------------------------------------------------------------------------------------
+// Static deltas on the wire
+
+fn deltas_of(report: &serde_json::Value) -> Vec<String> {
+    report["deltas"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn treeline_pull_uses_an_ostree_made_delta_served_by_nginx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, v1_dir, v2_dir, a, b) = make_ostree_source(tmp.path());
+    let nginx = Nginx::start(&repo, &tmp.path().join("nginx"));
+    let c = client(&tmp.path().join("with-delta"), "bare-user", &nginx.url);
+    pull_json(&c, &["origin", &format!("main@{a}")]);
+    let r = pull_json(&c, &["origin", "main"]);
+    assert_eq!(deltas_of(&r), vec![format!("{a}-{b}")], "{r}");
+    assert_fsck(&c, "after a delta pull");
+    assert_ostree_fsck(&c, "after a delta pull");
+    assert_checkout_eq(&c, "origin:main", &v2_dir, tmp.path(), "delta pull");
+    // The same update without the delta gives the same tree.
+    let plain = client(&tmp.path().join("without-delta"), "bare-user", &nginx.url);
+    pull_json(&plain, &["origin", &format!("main@{a}")]);
+    let r = pull_json(&plain, &["--disable-static-deltas", "origin", "main"]);
+    assert!(deltas_of(&r).is_empty(), "{r}");
+    assert_checkout_eq(&plain, "origin:main", &v2_dir, tmp.path(), "loose pull");
+    let _ = v1_dir;
+}
+
+#[test]
+fn ostree_and_treeline_pull_use_treeline_made_deltas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = make_source(tmp.path());
+    run_ok(tl(&src.repo).args([
+        "static-delta",
+        "generate",
+        &format!("--from={}", src.v1),
+        &format!("--to={}", src.v2),
+    ]));
+    run_ok(tl(&src.repo).args([
+        "static-delta",
+        "generate",
+        "--empty",
+        &format!("--to={}", src.v1),
+    ]));
+    run_ok(tl(&src.repo).args(["summary", "-u"]));
+    let server = TlServe::start(&src.repo);
+
+    // The real ostree: from scratch to v1, then v1 -> v2, both through our deltas.
+    let o = tmp.path().join("ostree-client");
+    run_ok(ostree(&o).args(["init", "--mode=bare-user"]));
+    run_ok(ostree(&o).args(["remote", "add", "--no-gpg-verify", "origin", &server.url]));
+    let first = run_ok(ostree(&o).args(["pull", "origin", &format!("main@{}", src.v1)]));
+    let second = run_ok(ostree(&o).args(["pull", "origin", "main"]));
+    for (what, out) in [("v1", &first), ("v2", &second)] {
+        assert!(
+            out.contains("delta part"),
+            "ostree did not use a delta for {what}: {out}"
+        );
+    }
+    assert_ostree_fsck(&o, "ostree client after treeline deltas");
+    let co = tmp.path().join("ostree-co");
+    run_ok(ostree(&o).args(["checkout", "-U", "origin:main"]).arg(&co));
+    assert_same_tree(
+        &snapshot(&src.v2_dir, false, false),
+        &snapshot(&co, false, false),
+        "ostree checkout after deltas",
+    );
+
+    // treeline: a fresh client takes the from-scratch delta, then the v1 -> v2 one.
+    let c = client(&tmp.path().join("tl-client"), "bare-user", &server.url);
+    let r1 = pull_json(&c, &["origin", &format!("main@{}", src.v1)]);
+    assert_eq!(deltas_of(&r1), vec![src.v1.clone()], "{r1}");
+    let r2 = pull_json(&c, &["origin", "main"]);
+    assert_eq!(
+        deltas_of(&r2),
+        vec![format!("{}-{}", src.v1, src.v2)],
+        "{r2}"
+    );
+    assert_fsck(&c, "treeline client after deltas");
+    assert_ostree_fsck(&c, "treeline client after deltas");
+    assert_checkout_eq(
+        &c,
+        "origin:main",
+        &src.v2_dir,
+        tmp.path(),
+        "treeline delta pull",
+    );
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream;
+use treeline_store::delta::{self, DeltaName};
 use treeline_store::object::{Commit, DirMeta, DirTree};
 use treeline_store::progress::Progress;
 use treeline_store::refs::RefSpec;
@@ -46,6 +47,12 @@ pub struct PullOptions {
     pub timeout: Duration,
     /// Do not check `ostree.ref-binding`.
     pub disable_verify_bindings: bool,
+    /// Never use static deltas.
+    pub disable_static_deltas: bool,
+    /// Use static deltas even into archive repositories (where they cost a
+    /// recompression of every object, so loose objects are fetched by default), and fail
+    /// when none applies.
+    pub require_static_deltas: bool,
 }
 
 impl Default for PullOptions {
@@ -59,6 +66,8 @@ impl Default for PullOptions {
             retries: 5,
             timeout: Duration::from_secs(60),
             disable_verify_bindings: false,
+            disable_static_deltas: false,
+            require_static_deltas: false,
         }
     }
 }
@@ -74,6 +83,8 @@ pub struct PullReport {
     pub requests: u64,
     /// Bytes received.
     pub bytes: u64,
+    /// Static deltas applied.
+    pub deltas: Vec<String>,
 }
 
 struct Target {
@@ -117,6 +128,7 @@ pub fn pull(
         failed: AtomicBool::new(false),
         writer_error: Mutex::new(None),
         stored: AtomicU64::new(0),
+        deltas_used: Mutex::new(Vec::new()),
     };
     let targets = std::thread::scope(|scope| -> Result<Vec<Target>> {
         let (tx, rx) = mpsc::sync_channel::<(ObjectName, std::path::PathBuf)>(64);
@@ -131,6 +143,7 @@ pub fn pull(
     let Ctx {
         writer_error,
         stored,
+        deltas_used,
         ..
     } = ctx;
     if let Some(e) = writer_error.into_inner().map_err(|_| poisoned())? {
@@ -157,6 +170,7 @@ pub fn pull(
         }
     }
     report.objects_fetched = stored.load(Ordering::Relaxed);
+    report.deltas = deltas_used.into_inner().map_err(|_| poisoned())?;
     report.requests = fetcher.stats.requests.load(Ordering::Relaxed);
     report.bytes = fetcher.stats.bytes.load(Ordering::Relaxed);
     Ok(report)
@@ -202,6 +216,7 @@ struct Ctx<'a> {
     failed: AtomicBool,
     writer_error: Mutex<Option<Error>>,
     stored: AtomicU64,
+    deltas_used: Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -258,6 +273,19 @@ impl Ctx<'_> {
                 .and_then(|s| s.refs.iter().find(|r| r.checksum == t.commit))
                 .map(|r| r.commit_size)
                 .unwrap_or(MAX_METADATA_SIZE);
+            let mut via_delta = false;
+            if self.use_deltas() && !self.is_complete(&t.commit) {
+                via_delta = self.try_delta(summary.as_ref(), t).await?;
+            }
+            if self.opts.require_static_deltas && !via_delta && !self.is_complete(&t.commit) {
+                return Err(Error::Remote {
+                    remote: self.remote.name.clone(),
+                    message: format!(
+                        "no static delta to {} applies (--require-static-deltas)",
+                        t.commit
+                    ),
+                });
+            }
             let mut commit = Some(t.commit);
             let mut remaining = self.opts.depth;
             let mut first = true;
@@ -277,7 +305,10 @@ impl Ctx<'_> {
                 let Some((loaded, fetched)) = loaded else {
                     break;
                 };
-                if !self.opts.commit_metadata_only && (fetched || self.repo.is_partial(&c)) {
+                let applied = first && via_delta;
+                if !self.opts.commit_metadata_only
+                    && (fetched || applied || self.repo.is_partial(&c))
+                {
                     self.scan_tree(&loaded, &mut files, &mut queued).await?;
                 }
                 first = false;
@@ -291,6 +322,226 @@ impl Ctx<'_> {
         self.progress.set_total(files.len() as u64);
         self.fetch_files(files, tx).await?;
         Ok(targets)
+    }
+
+    fn use_deltas(&self) -> bool {
+        !self.opts.disable_static_deltas
+            && !self.opts.commit_metadata_only
+            && (self.repo.mode() != treeline_store::RepoMode::Archive
+                || self.opts.require_static_deltas)
+    }
+
+    /// A commit whose whole tree is stored.
+    fn is_complete(&self, c: &Checksum) -> bool {
+        self.repo.has_commit(c) && !self.repo.is_partial(c)
+    }
+
+    /// The deltas the remote offers to `to`: from the summary, else from its delta index.
+    async fn deltas_to(
+        &self,
+        summary: Option<&Summary>,
+        to: &Checksum,
+    ) -> Result<Vec<(DeltaName, Checksum)>> {
+        let listed: Vec<(String, Checksum)> = match summary.map(Summary::static_deltas) {
+            Some(d) if !d.is_empty() => d,
+            _ => {
+                let path = delta::index_relpath(to);
+                match self
+                    .fetcher
+                    .get(&self.remote.content_url, &path, true, MAX_SUMMARY_SIZE)
+                    .await?
+                {
+                    None => Vec::new(),
+                    Some(bytes) => {
+                        let index = Metadata::from_bytes(&bytes).map_err(|m| Error::BadReply {
+                            url: format!(
+                                "{}/{path}",
+                                self.remote.content_url.trim_end_matches('/')
+                            ),
+                            message: m,
+                        })?;
+                        index
+                            .get(delta::STATIC_DELTAS_KEY)
+                            .and_then(Value::as_dict)
+                            .map(|d| {
+                                d.0.iter()
+                                    .filter(|(_, v)| v.type_str == "ay")
+                                    .filter_map(|(k, v)| {
+                                        Some((k.clone(), Checksum::from_bytes(&v.data)?))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    }
+                }
+            }
+        };
+        Ok(listed
+            .into_iter()
+            .filter_map(|(name, c)| Some((name.parse::<DeltaName>().ok()?, c)))
+            .filter(|(n, _)| n.to == *to)
+            .collect())
+    }
+
+    /// Apply the best delta to the target's commit, if the remote has one that fits:
+    /// from the commit the ref points at locally, else from any complete local commit
+    /// (newest first), else from scratch when the ref does not exist locally.
+    async fn try_delta(&self, summary: Option<&Summary>, t: &Target) -> Result<bool> {
+        let deltas = self.deltas_to(summary, &t.commit).await?;
+        if deltas.is_empty() {
+            return Ok(false);
+        }
+        let local_ref = match &t.ref_name {
+            Some(r) => {
+                let spec = if self.opts.mirror {
+                    RefSpec::parse(r)?
+                } else {
+                    RefSpec::parse(&format!("{}:{r}", self.remote.name))?
+                };
+                self.repo.read_ref(&spec)?
+            }
+            None => None,
+        };
+        let mut candidates: Vec<(u64, &(DeltaName, Checksum))> = deltas
+            .iter()
+            .filter_map(|d| match d.0.from {
+                Some(f) if self.is_complete(&f) => {
+                    let rank = if Some(f) == local_ref {
+                        u64::MAX
+                    } else {
+                        self.repo.load_commit(&f).map(|c| c.timestamp).unwrap_or(0)
+                    };
+                    Some((rank, d))
+                }
+                _ => None,
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        let chosen = match candidates.first() {
+            Some((_, d)) => *d,
+            None if local_ref.is_none() => match deltas.iter().find(|d| d.0.from.is_none()) {
+                Some(d) => d,
+                None => return Ok(false),
+            },
+            None => return Ok(false),
+        };
+        self.apply_delta(&chosen.0, &chosen.1, t.ref_name.as_deref())
+            .await?;
+        Ok(true)
+    }
+
+    async fn apply_delta(
+        &self,
+        name: &DeltaName,
+        superblock_sum: &Checksum,
+        ref_name: Option<&str>,
+    ) -> Result<()> {
+        let base = &self.remote.content_url;
+        let sb_path = format!("{}/superblock", name.relpath());
+        let url = format!("{}/{sb_path}", base.trim_end_matches('/'));
+        let bytes = self
+            .fetcher
+            .get(base, &sb_path, false, MAX_METADATA_SIZE)
+            .await?
+            .unwrap_or_default();
+        let actual = Checksum::of(&bytes);
+        if actual != *superblock_sum {
+            return Err(Error::BadReply {
+                url,
+                message: format!(
+                    "superblock hashes to {actual}, the remote lists {superblock_sum}"
+                ),
+            });
+        }
+        let (sb, _) = delta::parse_superblock_file(&bytes).map_err(|e| Error::BadReply {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        // Verify the commit it carries before anything of it is written.
+        let commit_bytes = sb.commit.to_bytes();
+        if self.remote.sign_verify {
+            let detached = match sb.detached_metadata() {
+                Some(m) => Some(m),
+                None => self.fetch_commitmeta(&name.to).await?,
+            };
+            self.keys
+                .verify_commit(&name.to, &commit_bytes, detached.as_ref())?;
+        }
+        if let Some(r) = ref_name
+            && !self.opts.disable_verify_bindings
+            && let Some(bindings) = sb
+                .commit
+                .metadata
+                .get("ostree.ref-binding")
+                .and_then(Value::as_strv)
+            && !bindings.iter().any(|b| b == r)
+        {
+            return Err(Error::BadReply {
+                url,
+                message: format!(
+                    "commit {} is bound to refs {bindings:?}, not to {r:?} (ostree.ref-binding)",
+                    name.to
+                ),
+            });
+        }
+        // Fetch the parts not already satisfied, in parallel, to files.
+        let needed: Vec<usize> = sb
+            .parts
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                sb.inline_part(*i).is_none() && !p.objects.iter().all(|o| self.txn.has_object(o))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let fetched: Vec<Result<(usize, std::path::PathBuf)>> = stream::iter(needed)
+            .map(|i| async move {
+                let path = self.txn.temp_path(&format!("delta-part-{i}"));
+                self.fetcher
+                    .get_to_file(base, &name.part_relpath(i), &path, false)
+                    .await?;
+                Ok((i, path))
+            })
+            .buffer_unordered(self.opts.max_parallel.min(4))
+            .collect()
+            .await;
+        let mut parts = std::collections::HashMap::new();
+        for f in fetched {
+            let (i, p) = f?;
+            parts.insert(i, p);
+        }
+        write_file_atomic(&partial_path(self.repo, &name.to), b"")?;
+        let report = tokio::task::block_in_place(|| {
+            delta::apply(self.txn, &bytes, |i| {
+                let p = parts
+                    .get(&i)
+                    .ok_or_else(|| treeline_store::Error::InvalidObject {
+                        object: format!("static delta part {i}"),
+                        reason: "was not fetched".into(),
+                    })?;
+                std::fs::read(p).map_err(|e| treeline_store::Error::Io {
+                    path: p.clone(),
+                    error: e,
+                })
+            })
+        })
+        .map_err(|e| Error::BadReply {
+            url: format!("{}/{}", base.trim_end_matches('/'), name.relpath()),
+            message: e.to_string(),
+        });
+        for p in parts.values() {
+            let _ = std::fs::remove_file(p);
+        }
+        let report = report?;
+        if let Some(m) = sb.detached_metadata() {
+            self.repo.write_commitmeta(&name.to, &m)?;
+        }
+        self.stored
+            .fetch_add(report.objects_written as u64, Ordering::Relaxed);
+        if let Ok(mut d) = self.deltas_used.lock() {
+            d.push(name.to_string());
+        }
+        Ok(())
     }
 
     /// ostree clients pull only from archive repositories; the remote's `config` says
