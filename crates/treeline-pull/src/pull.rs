@@ -416,7 +416,7 @@ impl Ctx<'_> {
                 _ => None,
             })
             .collect();
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let chosen = match candidates.first() {
             Some((_, d)) => *d,
             None if local_ref.is_none() => match deltas.iter().find(|d| d.0.from.is_none()) {
