@@ -84,9 +84,11 @@ fn now() -> u64 {
 }
 
 /// `summary`.
-pub fn summary(repo: &Repo, args: SummaryArgs) -> Result<()> {
+pub fn summary(repo: &mut Repo, args: SummaryArgs) -> Result<()> {
     check_sign_type(&args.sign_type)?;
     if args.update {
+        // As ostree does: the delta indexes are regenerated with the summary.
+        treeline_store::delta::reindex(repo, None).context("regenerating the delta indexes")?;
         let mut extra = Metadata::new();
         for kv in &args.add_metadata {
             let (k, v) = kv

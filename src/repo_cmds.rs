@@ -413,7 +413,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
             quiet,
         } => return fsck(&open_repo(&repo_path)?, delete, json, quiet),
         Command::Prune(args) => prune(&open_repo(&repo_path)?, args)?,
-        Command::Summary(args) => crate::remote_cmds::summary(&open_repo(&repo_path)?, args)?,
+        Command::Summary(args) => crate::remote_cmds::summary(&mut open_repo(&repo_path)?, args)?,
         Command::Sign(args) => {
             let repo = repo_path
                 .as_ref()

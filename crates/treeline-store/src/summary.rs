@@ -121,42 +121,13 @@ impl Summary {
 
 /// Every static delta in the repository: name → SHA-256 of its superblock file.
 pub fn list_static_deltas(repo: &Repo) -> Result<Vec<(String, Checksum)>> {
-    let base = repo.path().join("deltas");
-    let mut out = Vec::new();
-    let Ok(prefixes) = fs::read_dir(&base) else {
-        return Ok(out);
-    };
-    for prefix in prefixes {
-        let prefix = prefix.at(&base)?;
-        let pname = prefix.file_name().to_string_lossy().into_owned();
-        let Ok(dirs) = fs::read_dir(prefix.path()) else {
-            continue;
-        };
-        for d in dirs {
-            let d = d.at(prefix.path())?;
-            let rest = d.file_name().to_string_lossy().into_owned();
-            let full = format!("{pname}{rest}");
-            let name = match full.split_once('-') {
-                Some((from, to)) => match (
-                    Checksum::from_modified_base64(from),
-                    Checksum::from_modified_base64(to),
-                ) {
-                    (Some(f), Some(t)) => format!("{f}-{t}"),
-                    _ => continue,
-                },
-                None => match Checksum::from_modified_base64(&full) {
-                    Some(t) => t.to_hex(),
-                    None => continue,
-                },
-            };
-            let sb = d.path().join("superblock");
-            if let Ok(bytes) = fs::read(&sb) {
-                out.push((name, Checksum::of(&bytes)));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::delta::list(repo)?
+        .into_iter()
+        .map(|name| {
+            let sb = crate::delta::read_superblock_file(repo, &name)?;
+            Ok((name.to_string(), Checksum::of(&sb)))
+        })
+        .collect()
 }
 
 /// Build the summary of a repository's local refs, with `extra` metadata first.
