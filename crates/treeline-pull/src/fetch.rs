@@ -94,12 +94,33 @@ impl Fetcher {
         if let Some(p) = url.strip_prefix("file://") {
             return read_local(p, &url, optional, max_size).await;
         }
+        self.with_retries(&url, optional, || self.try_get(&url, max_size))
+            .await
+    }
+
+    /// Run one request attempt until it succeeds, fails for good, or retries run out;
+    /// a 404 is `None` when `optional`.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        url: &str,
+        optional: bool,
+        attempt_once: F,
+    ) -> Result<Option<T>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Option<T>, (Error, bool)>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.try_get(&url, max_size).await {
-                Ok(Some(body)) => return Ok(Some(body)),
+            match attempt_once().await {
+                Ok(Some(v)) => return Ok(Some(v)),
                 Ok(None) if optional => return Ok(None),
-                Ok(None) => return Err(Error::Http { url, status: 404 }),
+                Ok(None) => {
+                    return Err(Error::Http {
+                        url: url.to_owned(),
+                        status: 404,
+                    });
+                }
                 Err((e, retry)) if retry && attempt < self.retries => {
                     attempt += 1;
                     tracing::warn!("{e}; retrying ({attempt}/{})", self.retries);
@@ -190,20 +211,8 @@ impl Fetcher {
                 }),
             };
         }
-        let mut attempt = 0;
-        loop {
-            match self.try_get_to_file(&url, dest).await {
-                Ok(Some(n)) => return Ok(Some(n)),
-                Ok(None) if optional => return Ok(None),
-                Ok(None) => return Err(Error::Http { url, status: 404 }),
-                Err((e, retry)) if retry && attempt < self.retries => {
-                    attempt += 1;
-                    tracing::warn!("{e}; retrying ({attempt}/{})", self.retries);
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        self.with_retries(&url, optional, || self.try_get_to_file(&url, dest))
+            .await
     }
 
     async fn try_get_to_file(

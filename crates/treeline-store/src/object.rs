@@ -40,7 +40,7 @@ fn xattrs_for_encoding(x: &Xattrs) -> Vec<(Vec<u8>, &[u8])> {
     out
 }
 
-fn decode_xattrs<'a>(
+pub(crate) fn decode_xattrs<'a>(
     entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Xattrs, DecodeError> {
     let mut out = Xattrs::new();

@@ -292,7 +292,8 @@ fn fixed_size(ty: &Ty) -> Option<usize> {
     }
 }
 
-fn offset_width(len: usize) -> usize {
+/// Width of the framing offsets of a container of `len` bytes, as a reader derives it.
+pub(crate) fn offset_width(len: usize) -> usize {
     match len {
         0 => 0,
         1..=0xff => 1,

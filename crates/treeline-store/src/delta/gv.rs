@@ -8,16 +8,7 @@
 
 use super::part::XattrSet;
 
-/// Width of the framing offsets of a container of `len` bytes, as a reader derives it.
-pub(crate) fn offset_width(len: usize) -> usize {
-    match len {
-        0 => 0,
-        1..=0xff => 1,
-        0x100..=0xffff => 2,
-        0x1_0000..=0xffff_ffff => 4,
-        _ => 8,
-    }
-}
+pub(crate) use crate::variant::offset_width;
 
 /// The smallest offset width for a body of `body` bytes followed by `n` offsets.
 fn writer_width(body: usize, n: usize) -> usize {

@@ -8,7 +8,7 @@ use super::gv::{
     Member, TupleWriter, decode_xattr_set, encode_xattr_set, split_fixed_array, split_tuple,
     split_var_array, var_array,
 };
-use crate::object::{DecodeError, FileHeader, Xattrs};
+use crate::object::{DecodeError, FileHeader};
 
 /// A mode table entry: uid, gid and mode (with type bits), as numbers (stored big-endian).
 pub type ModeEntry = (u32, u32, u32);
@@ -130,14 +130,8 @@ impl DeltaPart {
                     self.xattrs.len()
                 )
             })?;
-        let mut xattrs = Xattrs::with_capacity(set.len());
-        for (name, value) in set {
-            let name = name
-                .strip_suffix(b"\0")
-                .filter(|n| !n.is_empty() && !n.contains(&0))
-                .ok_or("xattr name is not a NUL-terminated non-empty string")?;
-            xattrs.push((name.to_vec(), value.clone()));
-        }
+        let xattrs =
+            crate::object::decode_xattrs(set.iter().map(|(n, v)| (n.as_slice(), v.as_slice())))?;
         Ok(FileHeader {
             uid,
             gid,
