@@ -886,3 +886,22 @@ impl Ctx<'_> {
         results.into_iter().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_follow_the_archive_layout() {
+        let c = Checksum::of(b"x");
+        let hex = c.to_hex();
+        assert_eq!(
+            object_path(&ObjectName::new(c, ObjectType::File)),
+            format!("objects/{}/{}.filez", &hex[..2], &hex[2..])
+        );
+        assert_eq!(
+            object_path(&ObjectName::new(c, ObjectType::CommitMeta)),
+            format!("objects/{}/{}.commitmeta", &hex[..2], &hex[2..])
+        );
+    }
+}

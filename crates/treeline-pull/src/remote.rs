@@ -195,3 +195,50 @@ pub fn delete(repo: &mut Repo, name: &str, if_exists: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with(config_tail: &str) -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(dir.path(), treeline_store::RepoMode::Archive).unwrap();
+        let text = format!("{}{config_tail}", repo.config().to_data());
+        std::fs::write(dir.path().join("config"), text).unwrap();
+        let repo = Repo::open(dir.path()).unwrap();
+        (dir, repo)
+    }
+
+    #[test]
+    fn remote_options_are_read_as_ostree_writes_them() {
+        let (_d, repo) = repo_with(
+            "\n[remote \"origin\"]\nurl=http://127.0.0.1:1/repo\ngpg-verify=false\nsign-verify=ed25519\nverification-ed25519-key=AAAA\nbranches=a;b;\n",
+        );
+        let r = Remote::load(&repo, "origin").unwrap();
+        assert_eq!(r.content_url, "http://127.0.0.1:1/repo");
+        assert!(r.sign_verify && !r.gpg_verify);
+        assert_eq!(r.branches, ["a", "b"]);
+        assert_eq!(list(&repo), ["origin"]);
+    }
+
+    #[test]
+    fn unsupported_engines_and_missing_remotes_are_named() {
+        let (_d, repo) = repo_with("\n[remote \"o\"]\nurl=http://x\nsign-verify=spki\n");
+        let e = Remote::load(&repo, "o").unwrap_err().to_string();
+        assert!(e.contains("spki") && e.contains("remote o"), "{e}");
+        let e = Remote::load(&repo, "nope").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn add_refuses_bad_names_and_urls_and_delete_removes() {
+        let (_d, mut repo) = repo_with("");
+        assert!(add(&mut repo, "bad name", "http://x", &[], &[], false).is_err());
+        assert!(add(&mut repo, "o", "ftp://x", &[], &[], false).is_err());
+        add(&mut repo, "o", "http://x", &[], &[], false).unwrap();
+        assert!(add(&mut repo, "o", "http://x", &[], &[], false).is_err());
+        add(&mut repo, "o", "http://x", &[], &[], true).unwrap();
+        delete(&mut repo, "o", false).unwrap();
+        assert!(list(&repo).is_empty());
+    }
+}
