@@ -738,7 +738,7 @@ impl<'r> Transaction<'r> {
         if header.is_symlink() {
             let c = ContentHasher::new(header).finish();
             check_expected(&c, expected)?;
-            return self.write_symlink(header, source);
+            return self.write_symlink(header);
         }
         let mut hasher = ContentHasher::new(header);
         let mut tmp = self.tempfile()?;
@@ -867,7 +867,7 @@ impl<'r> Transaction<'r> {
         result
     }
 
-    fn write_symlink(&self, header: &FileHeader, source: &str) -> Result<Checksum> {
+    fn write_symlink(&self, header: &FileHeader) -> Result<Checksum> {
         let c = ContentHasher::new(header).finish();
         let name = ObjectName::new(c, ObjectType::File);
         if self.has_object(&name) {
@@ -912,7 +912,6 @@ impl<'r> Transaction<'r> {
                 fs::rename(&tmp_path, &dest).at(&dest)?;
             }
         }
-        let _ = source;
         Ok(c)
     }
 
