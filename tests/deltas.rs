@@ -13,18 +13,6 @@ use treeline_store::delta::{
     Compression, DeltaName, DeltaPart, Superblock, compress_part, decompress_part,
 };
 
-fn ostree(repo: &Path) -> Command {
-    let mut c = tool("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
-fn tl(repo: &Path) -> Command {
-    let mut c = treeline();
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
 /// Deterministic bytes with structure (so bsdiff and xz have something to find).
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);

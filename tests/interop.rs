@@ -9,18 +9,6 @@ use common::*;
 
 const MODES: [&str; 4] = ["bare", "bare-user", "bare-user-only", "archive"];
 
-fn ostree(repo: &Path) -> std::process::Command {
-    let mut c = tool("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
-fn tl(repo: &Path) -> std::process::Command {
-    let mut c = treeline();
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
 /// What an ostree/treeline checkout of a commit made in `mode` must preserve.
 fn expected_fidelity(mode: &str) -> (bool, bool) {
     match mode {

@@ -20,18 +20,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ostree(repo: &Path) -> Command {
-    let mut c = tool("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
-fn tl(repo: &Path) -> Command {
-    let mut c = treeline();
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
 fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

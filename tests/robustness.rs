@@ -11,26 +11,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{assert_same_tree, force_remove, run_fail, run_ok, snapshot, tool, treeline};
+use common::{
+    assert_same_tree, force_remove, ostree, run_fail, run_ok, snapshot, tl, tool, treeline,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// `treeline --repo=REPO`.
-fn tl(repo: &Path) -> Command {
-    let mut c = treeline();
-    c.arg(format!("--repo={}", repo.display()));
-    c.env_remove("TREELINE_FAULT").env_remove("OSTREE_REPO");
-    c
-}
-
-/// `ostree --repo=REPO`.
-fn ostree(repo: &Path) -> Command {
-    let mut c = tool("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
 
 fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

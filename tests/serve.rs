@@ -15,18 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ostree(repo: &Path) -> Command {
-    let mut c = tool("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
-fn tl(repo: &Path) -> Command {
-    let mut c = treeline();
-    c.arg(format!("--repo={}", repo.display()));
-    c
-}
-
 /// A running `treeline serve`, killed when dropped (also when a test fails).
 struct Server {
     child: Child,

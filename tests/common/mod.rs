@@ -13,6 +13,22 @@ pub fn treeline() -> Command {
     Command::new(env!("CARGO_BIN_EXE_treeline"))
 }
 
+/// treeline on a repository; the fault-injection and repository variables of the
+/// environment are cleared so a test sees only what it sets.
+pub fn tl(repo: &Path) -> Command {
+    let mut c = treeline();
+    c.arg(format!("--repo={}", repo.display()));
+    c.env_remove("TREELINE_FAULT").env_remove("OSTREE_REPO");
+    c
+}
+
+/// The real ostree on a repository.
+pub fn ostree(repo: &Path) -> Command {
+    let mut c = tool("ostree");
+    c.arg(format!("--repo={}", repo.display()));
+    c
+}
+
 /// A reference tool; fails the test with a clear message if it is not installed
 /// (`.ci/run` installs every one of them).
 pub fn tool(name: &str) -> Command {
