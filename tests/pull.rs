@@ -24,13 +24,6 @@ fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn write_file(root: &Path, rel: &str, data: &[u8], mode: u32) {
-    let path = root.join(rel);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, data).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
 /// Deterministic printable noise (compresses a little, not much).
 fn noise(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -110,27 +103,6 @@ fn assert_ostree_fsck(repo: &Path, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         stderr_of(&out)
     );
-}
-
-/// Check `rev` out (user mode) and compare with `expected`.
-fn assert_checkout_eq(repo: &Path, rev: &str, expected: &Path, scratch: &Path, what: &str) {
-    let dest = scratch.join(format!(
-        "co-{}",
-        rev.replace([':', '/', '@'], "_")
-            .chars()
-            .take(40)
-            .collect::<String>()
-    ));
-    if dest.exists() {
-        force_remove(&dest);
-    }
-    run_ok(tl(repo).args(["checkout", "-U", rev]).arg(&dest));
-    assert_same_tree(
-        &snapshot(expected, false, false),
-        &snapshot(&dest, false, false),
-        what,
-    );
-    force_remove(&dest);
 }
 
 /// `objects/XX/REST.EXT` paths (relative to the repository) of every loose object.

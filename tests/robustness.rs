@@ -11,9 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{
-    assert_same_tree, force_remove, ostree, run_fail, run_ok, snapshot, tl, tool, treeline,
-};
+use common::{assert_checkout_eq, force_remove, ostree, run_fail, run_ok, tl, tool, treeline};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -71,19 +69,6 @@ fn assert_fsck_clean(repo: &Path, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         stderr_of(&out)
     );
-}
-
-/// Check a rev out in user mode and compare it with `expected`.
-fn assert_checkout_matches(repo: &Path, rev: &str, expected: &Path, scratch: &Path, what: &str) {
-    let dest = scratch.join(format!("co-{}", rev.replace('/', "_")));
-    force_remove(&dest);
-    run_ok(tl(repo).args(["checkout", "-U", rev]).arg(&dest));
-    assert_same_tree(
-        &snapshot(expected, false, false),
-        &snapshot(&dest, false, false),
-        what,
-    );
-    force_remove(&dest);
 }
 
 /// Every loose object: path relative to `objects/` → bytes.
@@ -554,7 +539,7 @@ fn hostile_tar_entries_are_refused_naming_the_entry_and_leave_refs_and_repo_inta
     for p in ["escape", "b", "pax-escape"] {
         assert!(!tmp.path().join(p).exists() && !repo.join(p).exists());
     }
-    assert_checkout_matches(
+    assert_checkout_eq(
         &repo,
         "good",
         &src,
@@ -832,7 +817,7 @@ fn interrupted_first_commit(mode: &str, step: &str) {
     let c = commit_dir(&repo, "main", &src, 1_000_000);
     assert_fsck_clean(&repo, &format!("{what}, then committed again"));
     assert_eq!(rev_parse(&repo, "main").as_deref(), Some(c.as_str()));
-    assert_checkout_matches(&repo, "main", &src, tmp.path(), &what);
+    assert_checkout_eq(&repo, "main", &src, tmp.path(), &what);
 }
 
 /// A second commit is interrupted. Its tree differs from the first only by the root
@@ -858,7 +843,7 @@ fn interrupted_second_commit(mode: &str, step: &str, trial: u64) {
         Some(first.as_str()),
         "{what}: the branch moved"
     );
-    assert_checkout_matches(&repo, "main", &src, tmp.path(), &what);
+    assert_checkout_eq(&repo, "main", &src, tmp.path(), &what);
     let second = commit_dir(&repo, "main", &src2, ts);
     let what = format!("{what}, then committed again");
     assert_fsck_clean(&repo, &what);
@@ -868,7 +853,7 @@ fn interrupted_second_commit(mode: &str, step: &str, trial: u64) {
         Some(first.as_str()),
         "{what}: wrong parent"
     );
-    assert_checkout_matches(&repo, "main", &src2, tmp.path(), &what);
+    assert_checkout_eq(&repo, "main", &src2, tmp.path(), &what);
 }
 
 /// Interrupt commits at every `commit-*` step but those in `except`.
@@ -944,12 +929,12 @@ fn a_prune_killed_while_deleting_leaves_a_valid_repo() {
         rev_parse(&repo, "main").as_deref(),
         Some(commits[2].as_str())
     );
-    assert_checkout_matches(&repo, "main", &src, tmp.path(), "main after a killed prune");
+    assert_checkout_eq(&repo, "main", &src, tmp.path(), "main after a killed prune");
 
     // Finishing the prune afterwards works and keeps main whole.
     run_ok(tl(&repo).args(["prune", "--refs-only", "--depth=0"]));
     assert_fsck_clean(&repo, "prune finished after a killed one");
-    assert_checkout_matches(&repo, "main", &src, tmp.path(), "main after prune");
+    assert_checkout_eq(&repo, "main", &src, tmp.path(), "main after prune");
     for gone in [&orphan, &deleted, &commits[0], &commits[1]] {
         assert!(
             !repo
@@ -1055,7 +1040,7 @@ fn concurrent_commits_to_one_repo_all_succeed_and_stay_separate() {
         let what = format!("round {round} ({mode}, fsync {fsync}), 4 concurrent commits");
         assert_fsck_clean(&repo, &what);
         for (i, t) in trees.iter().enumerate() {
-            assert_checkout_matches(&repo, &format!("branch{i}"), t, tmp.path(), &what);
+            assert_checkout_eq(&repo, &format!("branch{i}"), t, tmp.path(), &what);
         }
         force_remove(&repo);
     }

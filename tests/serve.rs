@@ -99,12 +99,7 @@ impl Drop for Server {
 /// empty and restricted directories, symlinks (relative, absolute, dangling), a hardlink,
 /// a non-ASCII name, nesting and a 1 MiB file.
 fn make_small_tree(root: &Path) {
-    let w = |p: &str, data: &[u8], mode: u32| {
-        let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    };
+    let w = |p: &str, data: &[u8], mode: u32| write_file(root, p, data, mode);
     w("empty", b"", 0o644);
     w("hello.txt", b"hello\n", 0o644);
     w("bin/tool", b"#!/bin/sh\necho hi\n", 0o755);

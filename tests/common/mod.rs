@@ -118,12 +118,7 @@ fn set_xattr(path: &Path, name: &str, value: &str) {
 /// xattrs on files and directories, hardlinks, odd owners and a large file.
 pub fn make_hard_tree(root: &Path) {
     fs::create_dir_all(root).unwrap();
-    let w = |p: &str, data: &[u8], mode: u32| {
-        let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    };
+    let w = |p: &str, data: &[u8], mode: u32| write_file(root, p, data, mode);
     w("empty", b"", 0o644);
     w("hello.txt", b"hello\n", 0o644);
     w("bin/tool", b"#!/bin/sh\necho hi\n", 0o755);
@@ -299,4 +294,33 @@ pub fn assert_same_tree(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>
 pub fn force_remove(path: &Path) {
     let _ = Command::new("chmod").args(["-R", "u+w"]).arg(path).status();
     let _ = fs::remove_dir_all(path);
+}
+
+/// Write a file (creating its parents) and set its mode.
+pub fn write_file(root: &Path, rel: &str, data: &[u8], mode: u32) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, data).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Check `rev` out (user mode) and compare with `expected`.
+pub fn assert_checkout_eq(repo: &Path, rev: &str, expected: &Path, scratch: &Path, what: &str) {
+    let dest = scratch.join(format!(
+        "co-{}",
+        rev.replace([':', '/', '@'], "_")
+            .chars()
+            .take(40)
+            .collect::<String>()
+    ));
+    if dest.exists() {
+        force_remove(&dest);
+    }
+    run_ok(tl(repo).args(["checkout", "-U", rev]).arg(&dest));
+    assert_same_tree(
+        &snapshot(expected, false, false),
+        &snapshot(&dest, false, false),
+        what,
+    );
+    force_remove(&dest);
 }
