@@ -11,3 +11,8 @@ pub fn compare(a: &str, b: &str) -> Ordering {
 pub fn fuzzy_match(version: &str, prefix: &str) -> bool {
     version.starts_with(prefix)
 }
+
+/// Whether `version` is a valid apk version (placeholder: anything non-empty).
+pub fn is_valid(version: &str) -> bool {
+    !version.is_empty()
+}

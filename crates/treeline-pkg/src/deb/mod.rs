@@ -1,5 +1,7 @@
 //! Debian's deb: packages, Packages and Release indexes, versions and relations.
 
+pub mod release;
+pub mod sources;
 pub mod version;
 
 /// Errors reading Debian packages and indexes; each names the file and what is wrong.
