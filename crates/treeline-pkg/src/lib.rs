@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apk;
+pub mod cache;
 pub mod deb;
 pub mod model;
 pub mod solve;
@@ -26,6 +27,9 @@ pub enum Error {
     /// A dependency problem without a solution.
     #[error(transparent)]
     Solve(#[from] solve::Error),
+    /// Fetching or caching a package file.
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
     /// The store refused an import.
     #[error(transparent)]
     Store(#[from] treeline_store::Error),

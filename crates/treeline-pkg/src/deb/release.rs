@@ -1,0 +1,2 @@
+//! Debian Release and InRelease files: fields, index checksums, OpenPGP signatures
+//! (placeholder until implemented).

@@ -1,0 +1,2 @@
+//! The host's apt sources (sources.list and deb822 .sources files): where the Debian
+//! mirror is (placeholder until implemented).
