@@ -9,6 +9,7 @@
 pub mod apk;
 pub mod cache;
 pub mod deb;
+pub mod import;
 pub mod model;
 pub mod solve;
 pub mod version;
@@ -30,6 +31,9 @@ pub enum Error {
     /// Fetching or caching a package file.
     #[error(transparent)]
     Cache(#[from] cache::Error),
+    /// Building a package's tree.
+    #[error(transparent)]
+    Import(#[from] import::Error),
     /// The store refused an import.
     #[error(transparent)]
     Store(#[from] treeline_store::Error),

@@ -1,0 +1,317 @@
+//! Importing packages into the store: each package file becomes one commit on its own ref
+//! (`pkg/<family>/<name>/<version>/<arch>`, escaped), holding the package's files as its
+//! tree and its control data as commit metadata, so any later tree reuses it without
+//! unpacking the package again.
+//!
+//! This module is family-neutral: the apk and deb readers walk their data archives and
+//! feed [`Entry`] values into a [`TreeImport`].
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use treeline_store::builder::{CommitModifier, MutableTree, Node};
+use treeline_store::object::{S_IFDIR, S_IFLNK, S_IFREG, Xattrs};
+use treeline_store::{Checksum, ObjectType, Repo, Transaction};
+
+use crate::model::Family;
+
+/// Commit metadata keys written on package commits.
+pub mod keys {
+    /// `s`: `apk` or `deb`.
+    pub const FAMILY: &str = "treeline.pkg.family";
+    /// `s`: the package name.
+    pub const NAME: &str = "treeline.pkg.name";
+    /// `s`: the full version.
+    pub const VERSION: &str = "treeline.pkg.version";
+    /// `s`: the architecture.
+    pub const ARCH: &str = "treeline.pkg.arch";
+    /// `s`: what pins the package file (apk identity `Q1…`, deb SHA-256).
+    pub const CHECKSUM: &str = "treeline.pkg.checksum";
+    /// `ay`: the uncompressed control archive (apk: `.PKGINFO` and scripts; deb:
+    /// control, md5sums, conffiles, maintainer scripts), byte for byte.
+    pub const CONTROL: &str = "treeline.pkg.control";
+    /// `as`: `path\tuname\tgname` for every entry whose owner names are not root, so a
+    /// composer can re-resolve them against the target's passwd and group.
+    pub const OWNERS: &str = "treeline.pkg.owners";
+    /// `as` (apk only): `path\tQ1…` per-file checksums from the package, for the
+    /// installed database.
+    pub const FILE_CHECKSUMS: &str = "treeline.apk.checksums";
+}
+
+/// Errors while building a package's tree; each names the package and entry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The entry cannot be placed in the tree.
+    #[error("{package}: {path}: {message}")]
+    Entry {
+        /// The package file.
+        package: String,
+        /// The entry's path in the package.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store failed.
+    #[error("{package}: {source}")]
+    Store {
+        /// The package file.
+        package: String,
+        /// The store's error.
+        source: treeline_store::Error,
+    },
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of filesystem object an [`Entry`] is.
+pub enum EntryKind<'a> {
+    /// A directory.
+    Dir,
+    /// A regular file with its content.
+    File {
+        /// Content length in bytes.
+        size: u64,
+        /// The content (read exactly `size` bytes).
+        content: &'a mut dyn Read,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Where it points (stored verbatim; never followed).
+        target: String,
+    },
+    /// A hard link to an earlier entry of the same package.
+    Hardlink {
+        /// The earlier entry's path.
+        target: String,
+    },
+}
+
+/// One entry of a package's data archive, already checked by the format reader
+/// (relative path without `.`/`..`, no device nodes).
+pub struct Entry<'a> {
+    /// Relative path, `/`-separated, no leading `./` or `/`.
+    pub path: &'a str,
+    /// Type and payload.
+    pub kind: EntryKind<'a>,
+    /// Permission bits (including setuid/setgid/sticky), without the type bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes.
+    pub xattrs: Xattrs,
+}
+
+/// Builds one package's tree in the store from its entries.
+pub struct TreeImport<'t, 'r> {
+    txn: &'t Transaction<'r>,
+    package: String,
+    root: MutableTree,
+    default_meta: Checksum,
+    files: HashMap<String, Checksum>,
+    modifier: CommitModifier,
+}
+
+impl<'t, 'r> TreeImport<'t, 'r> {
+    /// Starts an empty tree for `package` (named in errors).
+    pub fn new(txn: &'t Transaction<'r>, package: &str) -> Result<Self> {
+        let modifier = CommitModifier::default().for_repo(txn.repo());
+        let store = |source| Error::Store {
+            package: package.to_owned(),
+            source,
+        };
+        let default_meta = txn
+            .write_meta(
+                ObjectType::DirMeta,
+                &modifier
+                    .dirmeta(0, 0, S_IFDIR | 0o755, Vec::new())
+                    .to_bytes(),
+            )
+            .map_err(store)?;
+        Ok(TreeImport {
+            txn,
+            package: package.to_owned(),
+            root: MutableTree::new(default_meta),
+            default_meta,
+            files: HashMap::new(),
+            modifier,
+        })
+    }
+
+    fn entry_err(&self, path: &str, message: impl Into<String>) -> Error {
+        Error::Entry {
+            package: self.package.clone(),
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn store_err(&self) -> impl Fn(treeline_store::Error) -> Error + use<> {
+        let package = self.package.clone();
+        move |source| Error::Store {
+            package: package.clone(),
+            source,
+        }
+    }
+
+    /// Adds one entry. Parents that have no entry of their own get root-owned 0755.
+    pub fn add(&mut self, entry: Entry<'_>) -> Result<()> {
+        let components: Vec<&str> = entry
+            .path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if components.iter().any(|c| *c == "..") {
+            return Err(self.entry_err(entry.path, "path contains `..`"));
+        }
+        let repo = self.txn.repo();
+        let store_err = self.store_err();
+        let mode = entry.mode & 0o7777;
+        if let EntryKind::Dir = entry.kind {
+            let meta = self
+                .modifier
+                .dirmeta(entry.uid, entry.gid, S_IFDIR | mode, entry.xattrs);
+            let meta = self
+                .txn
+                .write_meta(ObjectType::DirMeta, &meta.to_bytes())
+                .map_err(&store_err)?;
+            let default_meta = self.default_meta;
+            let dir = self
+                .root
+                .ensure_dir(repo, &components, default_meta)
+                .map_err(&store_err)?;
+            dir.meta = meta;
+            return Ok(());
+        }
+        let Some((name, parent)) = components.split_last() else {
+            return Err(self.entry_err(entry.path, "a non-directory entry for the root"));
+        };
+        let what = format!("{}:{}", self.package, entry.path);
+        let checksum = match entry.kind {
+            EntryKind::Dir => unreachable!("handled above"),
+            EntryKind::File { size, content } => {
+                let header = self.modifier.file_header(
+                    entry.uid,
+                    entry.gid,
+                    S_IFREG | mode,
+                    String::new(),
+                    entry.xattrs,
+                );
+                self.txn
+                    .write_content(&header, size, content, &what)
+                    .map_err(&store_err)?
+            }
+            EntryKind::Symlink { target } => {
+                let header = self.modifier.file_header(
+                    entry.uid,
+                    entry.gid,
+                    S_IFLNK | 0o777,
+                    target,
+                    entry.xattrs,
+                );
+                self.txn
+                    .write_content(&header, 0, &mut std::io::empty(), &what)
+                    .map_err(&store_err)?
+            }
+            EntryKind::Hardlink { target } => {
+                let key = target.trim_start_matches("./").trim_start_matches('/');
+                match self.files.get(key) {
+                    Some(c) => *c,
+                    None => {
+                        return Err(self.entry_err(
+                            entry.path,
+                            format!("hard link to {target:?}, which is not an earlier file"),
+                        ));
+                    }
+                }
+            }
+        };
+        let default_meta = self.default_meta;
+        let dir = self
+            .root
+            .ensure_dir(repo, parent, default_meta)
+            .map_err(&store_err)?;
+        let entries = dir.entries_mut(repo).map_err(&store_err)?;
+        if let Some(Node::Dir(_)) = entries.get(*name) {
+            return Err(self.entry_err(entry.path, "replaces a directory of the same name"));
+        }
+        entries.insert((*name).to_owned(), Node::File(checksum));
+        self.files.insert(components.join("/"), checksum);
+        Ok(())
+    }
+
+    /// Writes the tree's directories; returns (dirtree, dirmeta) of the root.
+    pub fn finish(self) -> Result<(Checksum, Checksum)> {
+        self.root.write(self.txn).map_err(|e| Error::Store {
+            package: self.package.clone(),
+            source: e,
+        })
+    }
+}
+
+/// The ref a package's commit lives on: `pkg/<family>/<name>/<version>/<arch>`, each part
+/// escaped so any name or version is a valid ref fragment (characters other than ASCII
+/// letters, digits, `.` and `-` become `_XX` hex; a leading `.` or `-` is escaped too).
+pub fn package_ref(family: Family, name: &str, version: &str, arch: &str) -> String {
+    format!(
+        "pkg/{family}/{}/{}/{}",
+        escape_ref_fragment(name),
+        escape_ref_fragment(version),
+        escape_ref_fragment(arch)
+    )
+}
+
+fn escape_ref_fragment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || (i > 0 && (b == b'.' || b == b'-'));
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("_00");
+    }
+    out
+}
+
+/// The commit a package ref points at, if the package was imported before with the
+/// same checksum (so it is not unpacked again).
+pub fn find_imported(repo: &Repo, ref_name: &str, checksum: &str) -> Option<Checksum> {
+    let spec = treeline_store::refs::RefSpec::parse(ref_name).ok()?;
+    let commit = repo.read_ref(&spec).ok()??;
+    let stored = repo.load_commit(&commit).ok()?;
+    let same = stored
+        .metadata
+        .get(keys::CHECKSUM)
+        .and_then(|v| v.as_str())
+        .is_some_and(|c| c == checksum);
+    (same && treeline_store::builder::commit_is_complete(repo, &commit).unwrap_or(false))
+        .then_some(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_escape_everything_ostree_rejects() {
+        let r = package_ref(Family::Deb, "libstdc++6", "1:12.2.0-14+deb12u1", "amd64");
+        assert_eq!(r, "pkg/deb/libstdc_2B_2B6/1_3A12.2.0-14_2Bdeb12u1/amd64");
+        treeline_store::refs::validate_ref_name(&r).unwrap();
+        let r = package_ref(Family::Apk, "py3-foo_bar", "1.0_rc1-r0", "x86_64");
+        treeline_store::refs::validate_ref_name(&r).unwrap();
+        assert_eq!(
+            package_ref(Family::Deb, ".x", "~1", "all"),
+            "pkg/deb/_2Ex/_7E1/all"
+        );
+        // Distinct inputs never collide: `_` itself is escaped.
+        assert_ne!(
+            package_ref(Family::Apk, "a_2B", "1", "x"),
+            package_ref(Family::Apk, "a+", "1", "x")
+        );
+    }
+}
