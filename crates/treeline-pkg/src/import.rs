@@ -162,7 +162,7 @@ impl<'t, 'r> TreeImport<'t, 'r> {
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
             .collect();
-        if components.iter().any(|c| *c == "..") {
+        if components.contains(&"..") {
             return Err(self.entry_err(entry.path, "path contains `..`"));
         }
         let repo = self.txn.repo();
