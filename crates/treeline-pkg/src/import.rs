@@ -315,3 +315,285 @@ mod tests {
         );
     }
 }
+
+/// A package imported into the store (or found there already).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Imported {
+    /// `name`.
+    pub name: String,
+    /// Full version.
+    pub version: String,
+    /// The ref it lives on.
+    pub ref_name: String,
+    /// Its commit.
+    pub commit: String,
+    /// True when an earlier import was reused and nothing was unpacked.
+    pub reused: bool,
+}
+
+/// Package identity for errors: the file name.
+fn package_label(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn owner_name_is_root(name: &str) -> bool {
+    name.is_empty() || name == "root"
+}
+
+/// A package commit has no parent and a timestamp from the package, so the same package
+/// always gives the same commit.
+fn package_commit_options(
+    metadata: treeline_store::variant::Metadata,
+    subject: String,
+    timestamp: u64,
+) -> treeline_store::builder::CommitOptions {
+    treeline_store::builder::CommitOptions {
+        subject,
+        body: String::new(),
+        metadata,
+        parent: None,
+        timestamp,
+    }
+}
+
+fn commit_package(
+    repo: &Repo,
+    txn: Transaction<'_>,
+    root: (Checksum, Checksum),
+    opts: &treeline_store::builder::CommitOptions,
+    ref_name: &str,
+    package: &str,
+) -> crate::Result<Checksum> {
+    let store = |source| Error::Store {
+        package: package.to_owned(),
+        source,
+    };
+    let commit = treeline_store::builder::write_commit(&txn, root, opts).map_err(store)?;
+    txn.commit().map_err(store)?;
+    let spec = treeline_store::refs::RefSpec::parse(ref_name).map_err(store)?;
+    repo.set_ref(&spec, Some(&commit)).map_err(store)?;
+    Ok(commit)
+}
+
+/// Imports an Alpine package file. `expected_identity` (the index's `C:`) pins the
+/// control member; the datahash then pins the data; `keys`, when given, must sign it.
+/// Owners: `root` is 0; other names keep the tar's numbers and are recorded under
+/// [`keys::OWNERS`] for the composer to resolve in the target, as apk does.
+pub fn import_apk(
+    repo: &Repo,
+    path: &std::path::Path,
+    expected_identity: Option<&str>,
+    signing_keys: Option<&crate::apk::keys::Keys>,
+) -> crate::Result<Imported> {
+    use crate::apk::package::{ApkPackage, EntryKind as ApkKind};
+    use treeline_store::variant::{Metadata, Value};
+
+    let package = package_label(path);
+    let pkg = ApkPackage::open(path)?;
+    if let Some(expected) = expected_identity {
+        pkg.check_identity(expected)?;
+    }
+    match signing_keys {
+        Some(k) => pkg.verify(k)?,
+        None => pkg.verify_datahash()?,
+    }
+    let ref_name = package_ref(Family::Apk, pkg.name(), pkg.version(), pkg.arch());
+    let imported = |commit: Checksum, reused| Imported {
+        name: pkg.name().to_owned(),
+        version: pkg.version().to_owned(),
+        ref_name: ref_name.clone(),
+        commit: commit.to_hex(),
+        reused,
+    };
+    if let Some(commit) = find_imported(repo, &ref_name, pkg.identity()) {
+        return Ok(imported(commit, true));
+    }
+
+    let txn = repo.begin().map_err(|source| Error::Store {
+        package: package.clone(),
+        source,
+    })?;
+    let mut tree = TreeImport::new(&txn, &package)?;
+    let mut owners = Vec::new();
+    let mut checksums = Vec::new();
+    let mut walk = pkg.data()?;
+    while let Some(mut entry) = walk.next_entry()? {
+        if !owner_name_is_root(&entry.uname) || !owner_name_is_root(&entry.gname) {
+            owners.push(format!("{}\t{}\t{}", entry.path, entry.uname, entry.gname));
+        }
+        if let Some(c) = &entry.checksum {
+            checksums.push(format!("{}\t{c}", entry.path));
+        }
+        let uid = if entry.uname == "root" {
+            0
+        } else {
+            entry.uid as u32
+        };
+        let gid = if entry.gname == "root" {
+            0
+        } else {
+            entry.gid as u32
+        };
+        let xattrs = entry
+            .xattrs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+            .collect();
+        let path = entry.path.clone();
+        let link = entry.link_target.clone().unwrap_or_default();
+        let (mode, size) = (entry.mode, entry.size);
+        let kind = match entry.kind {
+            ApkKind::Dir => EntryKind::Dir,
+            ApkKind::File => EntryKind::File {
+                size,
+                content: &mut entry,
+            },
+            ApkKind::Symlink => EntryKind::Symlink { target: link },
+            ApkKind::Hardlink => EntryKind::Hardlink { target: link },
+        };
+        tree.add(Entry {
+            path: &path,
+            kind,
+            mode,
+            uid,
+            gid,
+            xattrs,
+        })?;
+    }
+    let root = tree.finish()?;
+
+    let mut control = Metadata::new();
+    let pkginfo: String = pkg
+        .pkginfo()
+        .fields
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    control.insert(".PKGINFO", Value::bytes(pkginfo.as_bytes()));
+    for script in pkg.scripts() {
+        control.insert(
+            &format!(".{}", script.kind.action()),
+            Value::bytes(&script.bytes),
+        );
+    }
+    let mut meta = Metadata::new();
+    meta.insert(keys::FAMILY, Value::string("apk"));
+    meta.insert(keys::NAME, Value::string(pkg.name()));
+    meta.insert(keys::VERSION, Value::string(pkg.version()));
+    meta.insert(keys::ARCH, Value::string(pkg.arch()));
+    meta.insert(keys::CHECKSUM, Value::string(pkg.identity()));
+    meta.insert(keys::CONTROL, Value::dict(&control));
+    meta.insert(keys::OWNERS, Value::strv(&owners));
+    meta.insert(keys::FILE_CHECKSUMS, Value::strv(&checksums));
+    let timestamp = pkg
+        .pkginfo()
+        .get("builddate")
+        .and_then(|d| d.trim().parse().ok())
+        .unwrap_or(0);
+    let subject = format!("{}-{} ({})", pkg.name(), pkg.version(), pkg.arch());
+    let opts = package_commit_options(meta, subject, timestamp);
+    let commit = commit_package(repo, txn, root, &opts, &ref_name, &package)?;
+    Ok(imported(commit, false))
+}
+
+/// Imports a Debian package file. `expected_sha256` (the index's `SHA256`) pins the
+/// whole file; the data is also checked against the package's own md5sums. Owners are
+/// the tar's numeric ids (dpkg does the same); names other than root are recorded under
+/// [`keys::OWNERS`].
+pub fn import_deb(
+    repo: &Repo,
+    path: &std::path::Path,
+    expected_sha256: Option<&str>,
+) -> crate::Result<Imported> {
+    use crate::deb::package::{DebPackage, EntryKind as DebKind};
+    use treeline_store::variant::{Metadata, Value};
+
+    let package = package_label(path);
+    let sha256 = crate::cache::sha256_file(path).map_err(|error| crate::cache::Error::Io {
+        path: path.to_owned(),
+        error,
+    })?;
+    if let Some(expected) = expected_sha256
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(Error::Entry {
+            package,
+            path: String::new(),
+            message: format!("SHA-256 is {sha256}, expected {expected}"),
+        }
+        .into());
+    }
+    let deb = DebPackage::open(path)?;
+    let fields = &deb.control().fields;
+    let field = |name: &str| fields.get(name).unwrap_or_default().trim().to_owned();
+    let (name, version, arch) = (field("Package"), field("Version"), field("Architecture"));
+    let ref_name = package_ref(Family::Deb, &name, &version, &arch);
+    let imported = |commit: Checksum, reused| Imported {
+        name: name.clone(),
+        version: version.clone(),
+        ref_name: ref_name.clone(),
+        commit: commit.to_hex(),
+        reused,
+    };
+    if let Some(commit) = find_imported(repo, &ref_name, &sha256) {
+        return Ok(imported(commit, true));
+    }
+    let mut control = Metadata::new();
+    for member in &deb.control().members {
+        control.insert(&member.name, Value::bytes(&member.data));
+    }
+
+    let txn = repo.begin().map_err(|source| Error::Store {
+        package: package.clone(),
+        source,
+    })?;
+    let mut tree = TreeImport::new(&txn, &package)?;
+    let mut owners = Vec::new();
+    let mut data = deb.into_data()?;
+    for entry in data.entries()? {
+        let mut entry = entry?;
+        if entry.path.is_empty() {
+            continue;
+        }
+        let uname = entry.uname.clone().unwrap_or_default();
+        let gname = entry.gname.clone().unwrap_or_default();
+        if !owner_name_is_root(&uname) || !owner_name_is_root(&gname) {
+            owners.push(format!("{}\t{uname}\t{gname}", entry.path));
+        }
+        let path = entry.path.clone();
+        let link = entry.link_target.clone().unwrap_or_default();
+        let (mode, size, uid, gid) = (entry.mode, entry.size, entry.uid, entry.gid);
+        let kind = match entry.kind {
+            DebKind::Dir => EntryKind::Dir,
+            DebKind::File => EntryKind::File {
+                size,
+                content: &mut entry,
+            },
+            DebKind::Symlink => EntryKind::Symlink { target: link },
+            DebKind::Hardlink => EntryKind::Hardlink { target: link },
+        };
+        tree.add(Entry {
+            path: &path,
+            kind,
+            mode,
+            uid: uid as u32,
+            gid: gid as u32,
+            xattrs: Vec::new(),
+        })?;
+    }
+    let root = tree.finish()?;
+    let mut meta = Metadata::new();
+    meta.insert(keys::FAMILY, Value::string("deb"));
+    meta.insert(keys::NAME, Value::string(&name));
+    meta.insert(keys::VERSION, Value::string(&version));
+    meta.insert(keys::ARCH, Value::string(&arch));
+    meta.insert(keys::CHECKSUM, Value::string(&sha256));
+    meta.insert(keys::CONTROL, Value::dict(&control));
+    meta.insert(keys::OWNERS, Value::strv(&owners));
+    let subject = format!("{name}_{version}_{arch}");
+    let opts = package_commit_options(meta, subject, 0);
+    let commit = commit_package(repo, txn, root, &opts, &ref_name, &package)?;
+    Ok(imported(commit, false))
+}
