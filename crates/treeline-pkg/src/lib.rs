@@ -12,6 +12,7 @@ pub mod deb;
 pub mod import;
 pub mod model;
 pub mod solve;
+pub mod source;
 pub mod version;
 
 pub use model::{Atom, Dependency, Family, PackageMeta, Provide, VersionOp, VersionReq};
@@ -25,12 +26,21 @@ pub enum Error {
     /// A Debian package, index or release file.
     #[error(transparent)]
     Deb(#[from] deb::Error),
+    /// A Debian Release file or its signature.
+    #[error(transparent)]
+    Release(#[from] deb::release::Error),
+    /// The host's apt sources.
+    #[error(transparent)]
+    AptSources(#[from] deb::sources::Error),
     /// A dependency problem without a solution.
     #[error(transparent)]
     Solve(#[from] solve::Error),
     /// Fetching or caching a package file.
     #[error(transparent)]
     Cache(#[from] cache::Error),
+    /// Loading a repository's index.
+    #[error(transparent)]
+    Source(#[from] source::Error),
     /// Building a package's tree.
     #[error(transparent)]
     Import(#[from] import::Error),
