@@ -1,6 +1,7 @@
 //! treeline: image-based Linux systems with atomic updates, on an OSTree-compatible store.
 
 mod delta_cmds;
+mod pkg_cmds;
 mod progress;
 mod remote_cmds;
 mod repo_cmds;

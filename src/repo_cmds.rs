@@ -129,6 +129,8 @@ pub enum Command {
     Serve(crate::serve::ServeArgs),
     /// Generate, inspect, apply and index static deltas (ostree's format).
     StaticDelta(crate::delta_cmds::DeltaArgs),
+    /// Alpine and Debian packages: info, contents, verify, resolve, import.
+    Pkg(crate::pkg_cmds::PkgArgs),
 }
 
 /// `commit` flags.
@@ -429,6 +431,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
         Command::PullLocal(args) => crate::remote_cmds::pull_local(&open_repo(&repo_path)?, args)?,
         Command::Serve(args) => crate::serve::run(open_repo(&repo_path)?.path(), &args)?,
         Command::StaticDelta(args) => return crate::delta_cmds::run(repo_path, args),
+        Command::Pkg(args) => return crate::pkg_cmds::run(repo_path, args),
     }
     Ok(ExitCode::SUCCESS)
 }

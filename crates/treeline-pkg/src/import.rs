@@ -251,8 +251,10 @@ impl<'t, 'r> TreeImport<'t, 'r> {
 }
 
 /// The ref a package's commit lives on: `pkg/<family>/<name>/<version>/<arch>`, each part
-/// escaped so any name or version is a valid ref fragment (characters other than ASCII
-/// letters, digits, `.` and `-` become `_XX` hex; a leading `.` or `-` is escaped too).
+/// escaped so any name or version is a valid ref fragment: characters other than ASCII
+/// letters, digits, `_`, `.` and `-` become `_XX` (hex), and so does a leading `.` or `-`.
+/// A literal `_XX` in a name could meet an escape; that only costs a re-import, since a
+/// ref's commit is used only when its recorded checksum is the package's.
 pub fn package_ref(family: Family, name: &str, version: &str, arch: &str) -> String {
     format!(
         "pkg/{family}/{}/{}/{}",
@@ -265,7 +267,7 @@ pub fn package_ref(family: Family, name: &str, version: &str, arch: &str) -> Str
 fn escape_ref_fragment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for (i, b) in s.bytes().enumerate() {
-        let keep = b.is_ascii_alphanumeric() || (i > 0 && (b == b'.' || b == b'-'));
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-'));
         if keep {
             out.push(b as char);
         } else {
@@ -291,29 +293,6 @@ pub fn find_imported(repo: &Repo, ref_name: &str, checksum: &str) -> Option<Chec
         .is_some_and(|c| c == checksum);
     (same && treeline_store::builder::commit_is_complete(repo, &commit).unwrap_or(false))
         .then_some(commit)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refs_escape_everything_ostree_rejects() {
-        let r = package_ref(Family::Deb, "libstdc++6", "1:12.2.0-14+deb12u1", "amd64");
-        assert_eq!(r, "pkg/deb/libstdc_2B_2B6/1_3A12.2.0-14_2Bdeb12u1/amd64");
-        treeline_store::refs::validate_ref_name(&r).unwrap();
-        let r = package_ref(Family::Apk, "py3-foo_bar", "1.0_rc1-r0", "x86_64");
-        treeline_store::refs::validate_ref_name(&r).unwrap();
-        assert_eq!(
-            package_ref(Family::Deb, ".x", "~1", "all"),
-            "pkg/deb/_2Ex/_7E1/all"
-        );
-        // Distinct inputs never collide: `_` itself is escaped.
-        assert_ne!(
-            package_ref(Family::Apk, "a_2B", "1", "x"),
-            package_ref(Family::Apk, "a+", "1", "x")
-        );
-    }
 }
 
 /// A package imported into the store (or found there already).
@@ -358,242 +337,292 @@ fn package_commit_options(
     }
 }
 
-fn commit_package(
-    repo: &Repo,
-    txn: Transaction<'_>,
-    root: (Checksum, Checksum),
-    opts: &treeline_store::builder::CommitOptions,
-    ref_name: &str,
-    package: &str,
-) -> crate::Result<Checksum> {
-    let store = |source| Error::Store {
-        package: package.to_owned(),
-        source,
-    };
-    let commit = treeline_store::builder::write_commit(&txn, root, opts).map_err(store)?;
-    txn.commit().map_err(store)?;
-    let spec = treeline_store::refs::RefSpec::parse(ref_name).map_err(store)?;
-    repo.set_ref(&spec, Some(&commit)).map_err(store)?;
-    Ok(commit)
+/// Imports packages into one store transaction: objects of all packages are synced once,
+/// and refs are written only after every object is durable. Packages may be imported from
+/// several threads at once.
+pub struct Importer<'r> {
+    repo: &'r Repo,
+    txn: Transaction<'r>,
+    pending_refs: std::sync::Mutex<Vec<(String, Checksum)>>,
 }
 
-/// Imports an Alpine package file. `expected_identity` (the index's `C:`) pins the
-/// control member; the datahash then pins the data; `keys`, when given, must sign it.
-/// Owners: `root` is 0; other names keep the tar's numbers and are recorded under
-/// [`keys::OWNERS`] for the composer to resolve in the target, as apk does.
-pub fn import_apk(
-    repo: &Repo,
-    path: &std::path::Path,
-    expected_identity: Option<&str>,
-    signing_keys: Option<&crate::apk::keys::Keys>,
-) -> crate::Result<Imported> {
-    use crate::apk::package::{ApkPackage, EntryKind as ApkKind};
-    use treeline_store::variant::{Metadata, Value};
-
-    let package = package_label(path);
-    let pkg = ApkPackage::open(path)?;
-    if let Some(expected) = expected_identity {
-        pkg.check_identity(expected)?;
-    }
-    match signing_keys {
-        Some(k) => pkg.verify(k)?,
-        None => pkg.verify_datahash()?,
-    }
-    let ref_name = package_ref(Family::Apk, pkg.name(), pkg.version(), pkg.arch());
-    let imported = |commit: Checksum, reused| Imported {
-        name: pkg.name().to_owned(),
-        version: pkg.version().to_owned(),
-        ref_name: ref_name.clone(),
-        commit: commit.to_hex(),
-        reused,
-    };
-    if let Some(commit) = find_imported(repo, &ref_name, pkg.identity()) {
-        return Ok(imported(commit, true));
+impl<'r> Importer<'r> {
+    /// Starts a transaction on `repo`.
+    pub fn new(repo: &'r Repo) -> crate::Result<Self> {
+        Ok(Importer {
+            repo,
+            txn: repo.begin()?,
+            pending_refs: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
-    let txn = repo.begin().map_err(|source| Error::Store {
-        package: package.clone(),
-        source,
-    })?;
-    let mut tree = TreeImport::new(&txn, &package)?;
-    let mut owners = Vec::new();
-    let mut checksums = Vec::new();
-    let mut walk = pkg.data()?;
-    while let Some(mut entry) = walk.next_entry()? {
-        if !owner_name_is_root(&entry.uname) || !owner_name_is_root(&entry.gname) {
-            owners.push(format!("{}\t{}\t{}", entry.path, entry.uname, entry.gname));
+    /// Makes every imported package durable, then points its ref at it.
+    pub fn finish(self) -> crate::Result<()> {
+        self.txn.commit()?;
+        let refs = self
+            .pending_refs
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (name, commit) in refs {
+            let spec = treeline_store::refs::RefSpec::parse(&name)?;
+            self.repo.set_ref(&spec, Some(&commit))?;
         }
-        if let Some(c) = &entry.checksum {
-            checksums.push(format!("{}\t{c}", entry.path));
+        Ok(())
+    }
+
+    fn commit_package(
+        &self,
+        root: (Checksum, Checksum),
+        opts: &treeline_store::builder::CommitOptions,
+        ref_name: &str,
+        package: &str,
+    ) -> crate::Result<Checksum> {
+        let commit =
+            treeline_store::builder::write_commit(&self.txn, root, opts).map_err(|source| {
+                Error::Store {
+                    package: package.to_owned(),
+                    source,
+                }
+            })?;
+        self.pending_refs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((ref_name.to_owned(), commit));
+        Ok(commit)
+    }
+
+    /// Imports an Alpine package file. `expected_identity` (the index's `C:`) pins the
+    /// control member; the datahash then pins the data; `keys`, when given, must sign it.
+    /// Owners: `root` is 0; other names keep the tar's numbers and are recorded under
+    /// [`keys::OWNERS`] for the composer to resolve in the target, as apk does.
+    pub fn import_apk(
+        &self,
+        path: &std::path::Path,
+        expected_identity: Option<&str>,
+        signing_keys: Option<&crate::apk::keys::Keys>,
+    ) -> crate::Result<Imported> {
+        use crate::apk::package::{ApkPackage, EntryKind as ApkKind};
+        use treeline_store::variant::{Metadata, Value};
+
+        let package = package_label(path);
+        let pkg = ApkPackage::open(path)?;
+        if let Some(expected) = expected_identity {
+            pkg.check_identity(expected)?;
         }
-        let uid = if entry.uname == "root" {
-            0
-        } else {
-            entry.uid as u32
+        match signing_keys {
+            Some(k) => pkg.verify(k)?,
+            None => pkg.verify_datahash()?,
+        }
+        let ref_name = package_ref(Family::Apk, pkg.name(), pkg.version(), pkg.arch());
+        let imported = |commit: Checksum, reused| Imported {
+            name: pkg.name().to_owned(),
+            version: pkg.version().to_owned(),
+            ref_name: ref_name.clone(),
+            commit: commit.to_hex(),
+            reused,
         };
-        let gid = if entry.gname == "root" {
-            0
-        } else {
-            entry.gid as u32
-        };
-        let xattrs = entry
-            .xattrs
+        if let Some(commit) = find_imported(self.repo, &ref_name, pkg.identity()) {
+            return Ok(imported(commit, true));
+        }
+
+        let mut tree = TreeImport::new(&self.txn, &package)?;
+        let mut owners = Vec::new();
+        let mut checksums = Vec::new();
+        let mut walk = pkg.data()?;
+        while let Some(mut entry) = walk.next_entry()? {
+            if !owner_name_is_root(&entry.uname) || !owner_name_is_root(&entry.gname) {
+                owners.push(format!("{}\t{}\t{}", entry.path, entry.uname, entry.gname));
+            }
+            if let Some(c) = &entry.checksum {
+                checksums.push(format!("{}\t{c}", entry.path));
+            }
+            let uid = if entry.uname == "root" {
+                0
+            } else {
+                entry.uid as u32
+            };
+            let gid = if entry.gname == "root" {
+                0
+            } else {
+                entry.gid as u32
+            };
+            let xattrs = entry
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+                .collect();
+            let path = entry.path.clone();
+            let link = entry.link_target.clone().unwrap_or_default();
+            let (mode, size) = (entry.mode, entry.size);
+            let kind = match entry.kind {
+                ApkKind::Dir => EntryKind::Dir,
+                ApkKind::File => EntryKind::File {
+                    size,
+                    content: &mut entry,
+                },
+                ApkKind::Symlink => EntryKind::Symlink { target: link },
+                ApkKind::Hardlink => EntryKind::Hardlink { target: link },
+            };
+            tree.add(Entry {
+                path: &path,
+                kind,
+                mode,
+                uid,
+                gid,
+                xattrs,
+            })?;
+        }
+        let root = tree.finish()?;
+
+        let mut control = Metadata::new();
+        let pkginfo: String = pkg
+            .pkginfo()
+            .fields
             .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+            .map(|(k, v)| format!("{k} = {v}\n"))
             .collect();
-        let path = entry.path.clone();
-        let link = entry.link_target.clone().unwrap_or_default();
-        let (mode, size) = (entry.mode, entry.size);
-        let kind = match entry.kind {
-            ApkKind::Dir => EntryKind::Dir,
-            ApkKind::File => EntryKind::File {
-                size,
-                content: &mut entry,
-            },
-            ApkKind::Symlink => EntryKind::Symlink { target: link },
-            ApkKind::Hardlink => EntryKind::Hardlink { target: link },
-        };
-        tree.add(Entry {
-            path: &path,
-            kind,
-            mode,
-            uid,
-            gid,
-            xattrs,
-        })?;
+        control.insert(".PKGINFO", Value::bytes(pkginfo.as_bytes()));
+        for script in pkg.scripts() {
+            control.insert(
+                &format!(".{}", script.kind.action()),
+                Value::bytes(&script.bytes),
+            );
+        }
+        let mut meta = Metadata::new();
+        meta.insert(keys::FAMILY, Value::string("apk"));
+        meta.insert(keys::NAME, Value::string(pkg.name()));
+        meta.insert(keys::VERSION, Value::string(pkg.version()));
+        meta.insert(keys::ARCH, Value::string(pkg.arch()));
+        meta.insert(keys::CHECKSUM, Value::string(pkg.identity()));
+        meta.insert(keys::CONTROL, Value::dict(&control));
+        meta.insert(keys::OWNERS, Value::strv(&owners));
+        meta.insert(keys::FILE_CHECKSUMS, Value::strv(&checksums));
+        let timestamp = pkg
+            .pkginfo()
+            .get("builddate")
+            .and_then(|d| d.trim().parse().ok())
+            .unwrap_or(0);
+        let subject = format!("{}-{} ({})", pkg.name(), pkg.version(), pkg.arch());
+        let opts = package_commit_options(meta, subject, timestamp);
+        let commit = self.commit_package(root, &opts, &ref_name, &package)?;
+        Ok(imported(commit, false))
     }
-    let root = tree.finish()?;
 
-    let mut control = Metadata::new();
-    let pkginfo: String = pkg
-        .pkginfo()
-        .fields
-        .iter()
-        .map(|(k, v)| format!("{k} = {v}\n"))
-        .collect();
-    control.insert(".PKGINFO", Value::bytes(pkginfo.as_bytes()));
-    for script in pkg.scripts() {
-        control.insert(
-            &format!(".{}", script.kind.action()),
-            Value::bytes(&script.bytes),
+    /// Imports a Debian package file. `expected_sha256` (the index's `SHA256`) pins the
+    /// whole file; the data is also checked against the package's own md5sums. Owners are
+    /// the tar's numeric ids (dpkg does the same); names other than root are recorded under
+    /// [`keys::OWNERS`].
+    pub fn import_deb(
+        &self,
+        path: &std::path::Path,
+        expected_sha256: Option<&str>,
+    ) -> crate::Result<Imported> {
+        use crate::deb::package::{DebPackage, EntryKind as DebKind};
+        use treeline_store::variant::{Metadata, Value};
+
+        let package = package_label(path);
+        let sha256 = crate::cache::sha256_file(path).map_err(|error| crate::cache::Error::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Error::Entry {
+                package,
+                path: String::new(),
+                message: format!("SHA-256 is {sha256}, expected {expected}"),
+            }
+            .into());
+        }
+        let deb = DebPackage::open(path)?;
+        let fields = &deb.control().fields;
+        let field = |name: &str| fields.get(name).unwrap_or_default().trim().to_owned();
+        let (name, version, arch) = (field("Package"), field("Version"), field("Architecture"));
+        let ref_name = package_ref(Family::Deb, &name, &version, &arch);
+        let imported = |commit: Checksum, reused| Imported {
+            name: name.clone(),
+            version: version.clone(),
+            ref_name: ref_name.clone(),
+            commit: commit.to_hex(),
+            reused,
+        };
+        if let Some(commit) = find_imported(self.repo, &ref_name, &sha256) {
+            return Ok(imported(commit, true));
+        }
+        let mut control = Metadata::new();
+        for member in &deb.control().members {
+            control.insert(&member.name, Value::bytes(&member.data));
+        }
+
+        let mut tree = TreeImport::new(&self.txn, &package)?;
+        let mut owners = Vec::new();
+        let mut data = deb.into_data()?;
+        for entry in data.entries()? {
+            let mut entry = entry?;
+            if entry.path.is_empty() {
+                continue;
+            }
+            let uname = entry.uname.clone().unwrap_or_default();
+            let gname = entry.gname.clone().unwrap_or_default();
+            if !owner_name_is_root(&uname) || !owner_name_is_root(&gname) {
+                owners.push(format!("{}\t{uname}\t{gname}", entry.path));
+            }
+            let path = entry.path.clone();
+            let link = entry.link_target.clone().unwrap_or_default();
+            let (mode, size, uid, gid) = (entry.mode, entry.size, entry.uid, entry.gid);
+            let kind = match entry.kind {
+                DebKind::Dir => EntryKind::Dir,
+                DebKind::File => EntryKind::File {
+                    size,
+                    content: &mut entry,
+                },
+                DebKind::Symlink => EntryKind::Symlink { target: link },
+                DebKind::Hardlink => EntryKind::Hardlink { target: link },
+            };
+            tree.add(Entry {
+                path: &path,
+                kind,
+                mode,
+                uid: uid as u32,
+                gid: gid as u32,
+                xattrs: Vec::new(),
+            })?;
+        }
+        let root = tree.finish()?;
+        let mut meta = Metadata::new();
+        meta.insert(keys::FAMILY, Value::string("deb"));
+        meta.insert(keys::NAME, Value::string(&name));
+        meta.insert(keys::VERSION, Value::string(&version));
+        meta.insert(keys::ARCH, Value::string(&arch));
+        meta.insert(keys::CHECKSUM, Value::string(&sha256));
+        meta.insert(keys::CONTROL, Value::dict(&control));
+        meta.insert(keys::OWNERS, Value::strv(&owners));
+        let subject = format!("{name}_{version}_{arch}");
+        let opts = package_commit_options(meta, subject, 0);
+        let commit = self.commit_package(root, &opts, &ref_name, &package)?;
+        Ok(imported(commit, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_escape_everything_ostree_rejects() {
+        let r = package_ref(Family::Deb, "libstdc++6", "1:12.2.0-14+deb12u1", "amd64");
+        assert_eq!(r, "pkg/deb/libstdc_2B_2B6/1_3A12.2.0-14_2Bdeb12u1/amd64");
+        treeline_store::refs::validate_ref_name(&r).unwrap();
+        let r = package_ref(Family::Apk, "py3-foo_bar", "1.0_rc1-r0", "x86_64");
+        treeline_store::refs::validate_ref_name(&r).unwrap();
+        assert_eq!(
+            package_ref(Family::Deb, ".x", "~1", "all"),
+            "pkg/deb/_2Ex/_7E1/all"
+        );
+        assert_eq!(
+            package_ref(Family::Apk, "busybox", "1.36.1-r15", "x86_64"),
+            "pkg/apk/busybox/1.36.1-r15/x86_64"
         );
     }
-    let mut meta = Metadata::new();
-    meta.insert(keys::FAMILY, Value::string("apk"));
-    meta.insert(keys::NAME, Value::string(pkg.name()));
-    meta.insert(keys::VERSION, Value::string(pkg.version()));
-    meta.insert(keys::ARCH, Value::string(pkg.arch()));
-    meta.insert(keys::CHECKSUM, Value::string(pkg.identity()));
-    meta.insert(keys::CONTROL, Value::dict(&control));
-    meta.insert(keys::OWNERS, Value::strv(&owners));
-    meta.insert(keys::FILE_CHECKSUMS, Value::strv(&checksums));
-    let timestamp = pkg
-        .pkginfo()
-        .get("builddate")
-        .and_then(|d| d.trim().parse().ok())
-        .unwrap_or(0);
-    let subject = format!("{}-{} ({})", pkg.name(), pkg.version(), pkg.arch());
-    let opts = package_commit_options(meta, subject, timestamp);
-    let commit = commit_package(repo, txn, root, &opts, &ref_name, &package)?;
-    Ok(imported(commit, false))
-}
-
-/// Imports a Debian package file. `expected_sha256` (the index's `SHA256`) pins the
-/// whole file; the data is also checked against the package's own md5sums. Owners are
-/// the tar's numeric ids (dpkg does the same); names other than root are recorded under
-/// [`keys::OWNERS`].
-pub fn import_deb(
-    repo: &Repo,
-    path: &std::path::Path,
-    expected_sha256: Option<&str>,
-) -> crate::Result<Imported> {
-    use crate::deb::package::{DebPackage, EntryKind as DebKind};
-    use treeline_store::variant::{Metadata, Value};
-
-    let package = package_label(path);
-    let sha256 = crate::cache::sha256_file(path).map_err(|error| crate::cache::Error::Io {
-        path: path.to_owned(),
-        error,
-    })?;
-    if let Some(expected) = expected_sha256
-        && !expected.eq_ignore_ascii_case(&sha256)
-    {
-        return Err(Error::Entry {
-            package,
-            path: String::new(),
-            message: format!("SHA-256 is {sha256}, expected {expected}"),
-        }
-        .into());
-    }
-    let deb = DebPackage::open(path)?;
-    let fields = &deb.control().fields;
-    let field = |name: &str| fields.get(name).unwrap_or_default().trim().to_owned();
-    let (name, version, arch) = (field("Package"), field("Version"), field("Architecture"));
-    let ref_name = package_ref(Family::Deb, &name, &version, &arch);
-    let imported = |commit: Checksum, reused| Imported {
-        name: name.clone(),
-        version: version.clone(),
-        ref_name: ref_name.clone(),
-        commit: commit.to_hex(),
-        reused,
-    };
-    if let Some(commit) = find_imported(repo, &ref_name, &sha256) {
-        return Ok(imported(commit, true));
-    }
-    let mut control = Metadata::new();
-    for member in &deb.control().members {
-        control.insert(&member.name, Value::bytes(&member.data));
-    }
-
-    let txn = repo.begin().map_err(|source| Error::Store {
-        package: package.clone(),
-        source,
-    })?;
-    let mut tree = TreeImport::new(&txn, &package)?;
-    let mut owners = Vec::new();
-    let mut data = deb.into_data()?;
-    for entry in data.entries()? {
-        let mut entry = entry?;
-        if entry.path.is_empty() {
-            continue;
-        }
-        let uname = entry.uname.clone().unwrap_or_default();
-        let gname = entry.gname.clone().unwrap_or_default();
-        if !owner_name_is_root(&uname) || !owner_name_is_root(&gname) {
-            owners.push(format!("{}\t{uname}\t{gname}", entry.path));
-        }
-        let path = entry.path.clone();
-        let link = entry.link_target.clone().unwrap_or_default();
-        let (mode, size, uid, gid) = (entry.mode, entry.size, entry.uid, entry.gid);
-        let kind = match entry.kind {
-            DebKind::Dir => EntryKind::Dir,
-            DebKind::File => EntryKind::File {
-                size,
-                content: &mut entry,
-            },
-            DebKind::Symlink => EntryKind::Symlink { target: link },
-            DebKind::Hardlink => EntryKind::Hardlink { target: link },
-        };
-        tree.add(Entry {
-            path: &path,
-            kind,
-            mode,
-            uid: uid as u32,
-            gid: gid as u32,
-            xattrs: Vec::new(),
-        })?;
-    }
-    let root = tree.finish()?;
-    let mut meta = Metadata::new();
-    meta.insert(keys::FAMILY, Value::string("deb"));
-    meta.insert(keys::NAME, Value::string(&name));
-    meta.insert(keys::VERSION, Value::string(&version));
-    meta.insert(keys::ARCH, Value::string(&arch));
-    meta.insert(keys::CHECKSUM, Value::string(&sha256));
-    meta.insert(keys::CONTROL, Value::dict(&control));
-    meta.insert(keys::OWNERS, Value::strv(&owners));
-    let subject = format!("{name}_{version}_{arch}");
-    let opts = package_commit_options(meta, subject, 0);
-    let commit = commit_package(repo, txn, root, &opts, &ref_name, &package)?;
-    Ok(imported(commit, false))
 }
