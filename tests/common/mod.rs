@@ -324,3 +324,32 @@ pub fn assert_checkout_eq(repo: &Path, rev: &str, expected: &Path, scratch: &Pat
     );
     force_remove(&dest);
 }
+
+/// Where tests keep downloads between runs: `$TREELINE_TEST_CACHE`, default
+/// `/var/tmp/treeline-test-cache`.
+pub fn test_cache() -> PathBuf {
+    let dir = std::env::var_os("TREELINE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/treeline-test-cache"));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A real Debian package from the host's configured apt sources (`apt-get download`),
+/// cached under [`test_cache`].
+pub fn debian_package(name: &str) -> PathBuf {
+    let dir = test_cache().join("debs");
+    fs::create_dir_all(&dir).unwrap();
+    let find = || {
+        fs::read_dir(&dir).unwrap().find_map(|e| {
+            let p = e.unwrap().path();
+            let file = p.file_name()?.to_str()?.to_owned();
+            (file.starts_with(&format!("{name}_")) && file.ends_with(".deb")).then_some(p)
+        })
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    run_ok(tool("apt-get").arg("download").arg(name).current_dir(&dir));
+    find().unwrap_or_else(|| panic!("apt-get download {name} left no .deb in {}", dir.display()))
+}
