@@ -113,6 +113,9 @@ pub struct PackageMeta {
     pub provides: Vec<Provide>,
     /// apk only: installed automatically once all of these are satisfied (`i:`).
     pub install_if: Vec<Atom>,
+    /// apk only: the `!name` atoms of `i:`: the automatic install also requires that none
+    /// of these is installed.
+    pub install_if_absent: Vec<Atom>,
     /// apk only: `k:`, preference among providers of the same virtual name.
     pub provider_priority: Option<i64>,
     /// deb only: `Essential: yes`.

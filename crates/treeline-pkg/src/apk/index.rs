@@ -307,20 +307,13 @@ fn build_record(
                 .provides
                 .extend(parse_provides(value).map_err(atoms_error)?),
             "i" => {
-                let parsed = parse_atoms(value).map_err(atoms_error)?;
-                // `!name` in install_if means "and name is not installed"; the model has
-                // no place for that, so such a package is never auto-installed (the
-                // safe side) until it does. The raw line stays in `fields`.
-                if let Some(negated) = parsed.iter().find(|a| a.conflict) {
-                    tracing::warn!(
-                        "{}: line {}: install_if with {negated} is not supported; \
-                         package will not be installed automatically",
-                        path.display(),
-                        lines.get(i).copied().unwrap_or(0)
-                    );
-                    meta.install_if.clear();
-                } else {
-                    meta.install_if.extend(parsed.into_iter().map(|a| a.atom));
+                // `!name` in install_if means "and name is not installed".
+                for parsed in parse_atoms(value).map_err(atoms_error)? {
+                    if parsed.conflict {
+                        meta.install_if_absent.push(parsed.atom);
+                    } else {
+                        meta.install_if.push(parsed.atom);
+                    }
                 }
             }
             l if l.bytes().all(|b| b.is_ascii_uppercase())
