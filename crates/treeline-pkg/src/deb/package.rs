@@ -213,6 +213,36 @@ impl<R: Read> DataArchive<R> {
         &self.member
     }
 
+    /// Reads the rest of the package after the last entry: the data member to its end (so
+    /// the decompressor checks its integrity trailer and truncation is noticed), then the
+    /// container's end, where only dpkg's `_`-prefixed extension members may follow.
+    /// Call it after iterating [`entries`](Self::entries) to know the whole file is sound.
+    pub fn finish(self) -> Result<(), Error> {
+        let path = self.path;
+        let member = self.member;
+        let mut decoder = self.archive.into_inner();
+        io::copy(&mut decoder, &mut io::sink()).map_err(|error| {
+            match Error::from_io(&path, error) {
+                Error::Io { error, .. } => Error::Member {
+                    path: path.clone(),
+                    member: member.clone(),
+                    problem: error.to_string(),
+                },
+                wrapped => wrapped,
+            }
+        })?;
+        let mut container = decoder.into_inner();
+        while let Some(header) = container.next_member()? {
+            if !header.name.starts_with('_') {
+                return Err(container.error(format!(
+                    "unexpected member {:?} after {member}",
+                    header.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The entries in archive order. Can be called once.
     pub fn entries(&mut self) -> Result<DataEntries<'_, R>, Error> {
         let inner = self.archive.entries().map_err(|error| Error::Member {
