@@ -176,6 +176,7 @@ const APK_TRAPS: &[(&str, &str)] = &[
     ("1.2-3", "1.2"),
     ("1-r1-r2", "1-r1"),
     ("1_p-r1", "1_p1"),
+    ("1_p-r1-r2", "1_p-r1"),
 ];
 
 #[test]
@@ -230,6 +231,16 @@ fn apk_compare_and_validity_agree_with_apk_version() {
         empty.trim(),
         symbol(apk::version::compare("", "1")),
         "empty vs 1"
+    );
+    let empty_valid = common::chroot_apk(root.path())
+        .args(["version", "-c", ""])
+        .status()
+        .unwrap()
+        .success();
+    assert_eq!(
+        apk::version::is_valid(""),
+        empty_valid,
+        "validity of the empty version"
     );
 
     // Validity: one `apk version -c` with every candidate, printing the invalid ones.
@@ -548,4 +559,100 @@ fn dpkg_validity(candidates: &[String]) -> Vec<bool> {
     let answers: Vec<bool> = out.lines().map(|line| line == "valid").collect();
     assert_eq!(answers.len(), candidates.len(), "one answer per version");
     answers
+}
+
+/// Fuzzy constraints (`name~prefix`) worth trying against `version`: cuts at every token
+/// boundary, and those cuts extended or with their last number changed.
+fn fuzzy_prefixes(version: &str) -> BTreeSet<String> {
+    let bytes = version.as_bytes();
+    let mut cuts = vec![version.to_owned()];
+    for i in 1..bytes.len() {
+        let (before, here) = (bytes[i - 1], bytes[i]);
+        let separator = matches!(here, b'.' | b'_' | b'-');
+        let switch = before.is_ascii_alphanumeric()
+            && here.is_ascii_alphanumeric()
+            && before.is_ascii_digit() != here.is_ascii_digit();
+        if separator || switch {
+            cuts.push(version[..i].to_owned());
+        }
+    }
+    let mut prefixes = BTreeSet::new();
+    for cut in cuts {
+        for extension in ["", ".0", ".9", "_p1", "_rc1", "a", "1", "-r0", "-r99"] {
+            prefixes.insert(format!("{cut}{extension}"));
+        }
+        // The last number, plus one and minus one.
+        let digits = cut.bytes().rev().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && digits < 9 {
+            let (head, number) = cut.split_at(cut.len() - digits);
+            let number: u64 = number.parse().unwrap();
+            prefixes.insert(format!("{head}{}", number + 1));
+            if number > 0 {
+                prefixes.insert(format!("{head}{}", number - 1));
+            }
+        }
+    }
+    prefixes.retain(|p| apk::version::is_valid(p) && !p.is_empty() && !p.starts_with('-'));
+    prefixes
+}
+
+#[test]
+fn apk_fuzzy_match_agrees_with_apk_solver() {
+    let root = tempfile::tempdir().unwrap();
+    common::unpack_minirootfs("3.19.4", root.path());
+    // The installed packages are what apk's solver can pick from without a network.
+    let installed = std::fs::read_to_string(root.path().join("lib/apk/db/installed")).unwrap();
+    let mut packages = Vec::new();
+    let mut name = None;
+    for line in installed.lines() {
+        if let Some(value) = line.strip_prefix("P:") {
+            name = Some(value.to_owned());
+        } else if let Some(value) = line.strip_prefix("V:") {
+            packages.push((name.take().unwrap(), value.to_owned()));
+        }
+    }
+    assert!(packages.len() >= 10, "{packages:?}");
+    let mut queries = Vec::new();
+    for (name, version) in &packages {
+        for prefix in fuzzy_prefixes(version) {
+            queries.push((name.clone(), version.clone(), prefix));
+        }
+    }
+    let list: String = queries
+        .iter()
+        .map(|(name, _, prefix)| format!("{name}~{prefix}\n"))
+        .collect();
+    std::fs::write(root.path().join("fuzzy.txt"), list).unwrap();
+    // `add --simulate` succeeds exactly when the installed version satisfies the constraint.
+    let out = common::run_ok(Command::new("chroot").arg(root.path()).args([
+        "/bin/sh",
+        "-c",
+        "while read -r atom; do \
+           if /sbin/apk --no-network add --simulate \"$atom\" >/dev/null 2>&1; \
+           then echo match; else echo no; fi; \
+         done < /fuzzy.txt",
+    ]));
+    let answers: Vec<&str> = out.lines().collect();
+    assert_eq!(answers.len(), queries.len());
+    let mut disagreements = Vec::new();
+    for ((name, version, prefix), answer) in queries.iter().zip(&answers) {
+        let apk_says = *answer == "match";
+        if apk::version::fuzzy_match(version, prefix) != apk_says {
+            disagreements.push(format!(
+                "{name}-{version} ~{prefix}: apk says match={apk_says}"
+            ));
+        }
+    }
+    let matches = answers.iter().filter(|a| **a == "match").count();
+    eprintln!(
+        "apk fuzzy: {} of {} constraints agree with apk's solver ({matches} match) over {} installed packages",
+        queries.len() - disagreements.len(),
+        queries.len(),
+        packages.len()
+    );
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    assert!(
+        matches > 20 && matches < queries.len() - 20,
+        "both outcomes exercised"
+    );
 }
