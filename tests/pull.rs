@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -162,14 +162,6 @@ fn names_object(err: &str, checksum: &str) -> bool {
     err.contains(checksum) || err.contains(&format!("objects/{xx}/{rest}."))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn add_remote(client: &Path, name: &str, url: &str, extra: &[&str]) {
     run_ok(
         tl(client)
@@ -193,114 +185,6 @@ fn pull_json(repo: &Path, args: &[&str]) -> serde_json::Value {
 
 // ---------------------------------------------------------------------------------------
 // Servers
-
-/// nginx serving a directory on 127.0.0.1, stopped when dropped.
-struct Nginx {
-    child: Child,
-    url: String,
-    access_log: PathBuf,
-    error_log: PathBuf,
-}
-
-impl Nginx {
-    fn start(root: &Path, workdir: &Path) -> Nginx {
-        let nginx = {
-            // `tool` checks the PATH; nginx lives in sbin.
-            let found = ["/usr/sbin/nginx", "/usr/bin/nginx", "/sbin/nginx"]
-                .iter()
-                .find(|p| Path::new(p).is_file())
-                .map(PathBuf::from);
-            found.expect("nginx is not installed (apt-get install nginx)")
-        };
-        fs::create_dir_all(workdir).unwrap();
-        let port = free_port();
-        let access_log = workdir.join("access.log");
-        let error_log = workdir.join("error.log");
-        let conf = workdir.join("nginx.conf");
-        let d = workdir.display();
-        // `user root` lets the workers read the 0700 temp dirs when the tests run as root
-        // (nginx ignores it with a warning otherwise).
-        let user = if Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false)
-        {
-            "user root;"
-        } else {
-            ""
-        };
-        fs::write(
-            &conf,
-            format!(
-                "daemon off;\n{user}\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {};\nevents {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {};\n  default_type application/octet-stream;\n\
-                 client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
-                 scgi_temp_path {d}/scgi;\n\
-                 server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
-                error_log.display(),
-                access_log.display(),
-                root.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&error_log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start nginx");
-        let mut server = Nginx {
-            child,
-            url: format!("http://127.0.0.1:{port}/"),
-            access_log,
-            error_log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!(
-                    "nginx exited ({status}): {}",
-                    fs::read_to_string(&server.error_log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "nginx did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn requests(&self) -> usize {
-        fs::read_to_string(&self.access_log)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT is nginx's graceful stop; SIGKILL if it lingers (it then cannot stop
-        // its worker, so prefer the graceful way first).
-        let _ = Command::new("kill")
-            .args(["-QUIT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A running `treeline serve`, killed when dropped.
 struct TlServe {

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The treeline binary under test.
 pub fn treeline() -> Command {
@@ -352,4 +354,123 @@ pub fn debian_package(name: &str) -> PathBuf {
     }
     run_ok(tool("apt-get").arg("download").arg(name).current_dir(&dir));
     find().unwrap_or_else(|| panic!("apt-get download {name} left no .deb in {}", dir.display()))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx serving a directory on 127.0.0.1, stopped when dropped.
+pub struct Nginx {
+    child: Child,
+    /// `http://127.0.0.1:PORT/`.
+    pub url: String,
+    access_log: PathBuf,
+    error_log: PathBuf,
+}
+
+impl Nginx {
+    /// Serves `root` on a free loopback port; logs and config go to `workdir`.
+    pub fn start(root: &Path, workdir: &Path) -> Nginx {
+        let nginx = {
+            // `tool` checks the PATH; nginx lives in sbin.
+            let found = ["/usr/sbin/nginx", "/usr/bin/nginx", "/sbin/nginx"]
+                .iter()
+                .find(|p| Path::new(p).is_file())
+                .map(PathBuf::from);
+            found.expect("nginx is not installed (apt-get install nginx)")
+        };
+        fs::create_dir_all(workdir).unwrap();
+        let port = free_port();
+        let access_log = workdir.join("access.log");
+        let error_log = workdir.join("error.log");
+        let conf = workdir.join("nginx.conf");
+        let d = workdir.display();
+        // `user root` lets the workers read the 0700 temp dirs when the tests run as root
+        // (nginx ignores it with a warning otherwise).
+        let user = if Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+        {
+            "user root;"
+        } else {
+            ""
+        };
+        fs::write(
+            &conf,
+            format!(
+                "daemon off;\n{user}\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {};\nevents {{ worker_connections 64; }}\n\
+                 http {{\n  access_log {};\n  default_type application/octet-stream;\n\
+                 client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+                 scgi_temp_path {d}/scgi;\n\
+                 server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+                error_log.display(),
+                access_log.display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(&error_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start nginx");
+        let mut server = Nginx {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+            access_log,
+            error_log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!(
+                    "nginx exited ({status}): {}",
+                    fs::read_to_string(&server.error_log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "nginx did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Requests logged so far.
+    pub fn requests(&self) -> usize {
+        fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT is nginx's graceful stop; SIGKILL if it lingers (it then cannot stop
+        // its worker, so prefer the graceful way first).
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
