@@ -82,6 +82,9 @@ fn data_tar(statements: &str) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// An ar member: name and content.
+type Member<'a> = (&'a str, &'a [u8]);
+
 fn write_deb(dir: &Path, name: &str, members: &[(&str, &[u8])]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, ar_archive(members)).unwrap();
@@ -259,7 +262,7 @@ fn container_errors_are_specific() {
     std::fs::write(&path, b"").unwrap();
     assert_refused(&path, "bad ar magic");
 
-    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Member>, &str)> = vec![
         (
             "no-debian-binary",
             vec![("control.tar.gz", &control), ("data.tar", &data)],

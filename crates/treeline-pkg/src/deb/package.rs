@@ -16,6 +16,7 @@
 //!         entry.read_to_end(&mut content)?; // checked against md5sums at the end
 //!     }
 //! }
+//! data.finish()?; // the rest of the file is sound (compression trailer, no stray members)
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -527,24 +528,24 @@ impl<'a, R: Read> DataEntries<'a, R> {
 impl<R: Read> Read for DataEntry<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buf)?;
-        if let Some(hasher) = self.hasher.as_mut() {
-            if let Some(chunk) = buf.get(..read) {
-                hasher.update(chunk);
-            }
-            if read == 0 && !buf.is_empty() {
-                if let Some(hasher) = self.hasher.take() {
-                    let actual = hex::encode(hasher.finalize());
-                    let expected = self.expected_md5.as_deref().unwrap_or_default();
-                    if !actual.eq_ignore_ascii_case(expected) {
-                        return Err(Error::Md5Mismatch {
-                            path: self.package.to_path_buf(),
-                            entry: self.path.clone(),
-                            expected: expected.to_owned(),
-                            actual,
-                        }
-                        .into_io());
-                    }
+        if let (Some(hasher), Some(chunk)) = (self.hasher.as_mut(), buf.get(..read)) {
+            hasher.update(chunk);
+        }
+        // The end of the content: compare once with md5sums.
+        if read == 0
+            && !buf.is_empty()
+            && let Some(hasher) = self.hasher.take()
+        {
+            let actual = hex::encode(hasher.finalize());
+            let expected = self.expected_md5.as_deref().unwrap_or_default();
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(Error::Md5Mismatch {
+                    path: self.package.to_path_buf(),
+                    entry: self.path.clone(),
+                    expected: expected.to_owned(),
+                    actual,
                 }
+                .into_io());
             }
         }
         Ok(read)
@@ -693,7 +694,7 @@ fn read_control<R: Read>(
                     let file = file.trim_start();
                     let file = file.strip_prefix('*').unwrap_or(file);
                     let valid = md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit());
-                    (valid && !file.is_empty()).then(|| (file, md5))
+                    (valid && !file.is_empty()).then_some((file, md5))
                 });
             let Some((file, md5)) = parsed else {
                 return Err(Error::Control {
