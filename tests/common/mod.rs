@@ -356,6 +356,7 @@ pub fn debian_package(name: &str) -> PathBuf {
     find().unwrap_or_else(|| panic!("apt-get download {name} left no .deb in {}", dir.display()))
 }
 
+/// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

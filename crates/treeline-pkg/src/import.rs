@@ -589,6 +589,8 @@ impl<'r> Importer<'r> {
                 xattrs: Vec::new(),
             })?;
         }
+        // The rest of the data member and the container must be sound too.
+        data.finish()?;
         let root = tree.finish()?;
         let mut meta = Metadata::new();
         meta.insert(keys::FAMILY, Value::string("deb"));
