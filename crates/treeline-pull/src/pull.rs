@@ -519,7 +519,7 @@ impl Ctx<'_> {
                         object: format!("static delta part {i}"),
                         reason: "was not fetched".into(),
                     })?;
-                std::fs::read(p).map_err(|e| treeline_store::Error::Io {
+                std::fs::File::open(p).map_err(|e| treeline_store::Error::Io {
                     path: p.clone(),
                     error: e,
                 })
