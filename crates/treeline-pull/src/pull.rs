@@ -274,8 +274,13 @@ impl Ctx<'_> {
                 .map(|r| r.commit_size)
                 .unwrap_or(MAX_METADATA_SIZE);
             let mut via_delta = false;
-            if self.use_deltas() && !self.is_complete(&t.commit) {
-                via_delta = self.try_delta(summary.as_ref(), t).await?;
+            if self.use_deltas()
+                && !self.is_complete(&t.commit)
+                && let Some(fallbacks) = self.try_delta(summary.as_ref(), t, &tx).await?
+            {
+                // Fetched (or being stored) already: the tree scan must not queue them.
+                queued.extend(fallbacks);
+                via_delta = true;
             }
             if self.opts.require_static_deltas && !via_delta && !self.is_complete(&t.commit) {
                 return Err(Error::Remote {
@@ -385,11 +390,17 @@ impl Ctx<'_> {
 
     /// Apply the best delta to the target's commit, if the remote has one that fits:
     /// from the commit the ref points at locally, else from any complete local commit
-    /// (newest first), else from scratch when the ref does not exist locally.
-    async fn try_delta(&self, summary: Option<&Summary>, t: &Target) -> Result<bool> {
+    /// (newest first), else from scratch when the ref does not exist locally. Returns
+    /// the fallback objects it fetched when it applied one.
+    async fn try_delta(
+        &self,
+        summary: Option<&Summary>,
+        t: &Target,
+        tx: &mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
+    ) -> Result<Option<Vec<ObjectName>>> {
         let deltas = self.deltas_to(summary, &t.commit).await?;
         if deltas.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let local_ref = match &t.ref_name {
             Some(r) => {
@@ -421,13 +432,13 @@ impl Ctx<'_> {
             Some((_, d)) => *d,
             None if local_ref.is_none() => match deltas.iter().find(|d| d.0.from.is_none()) {
                 Some(d) => d,
-                None => return Ok(false),
+                None => return Ok(None),
             },
-            None => return Ok(false),
+            None => return Ok(None),
         };
-        self.apply_delta(&chosen.0, &chosen.1, t.ref_name.as_deref())
-            .await?;
-        Ok(true)
+        self.apply_delta(&chosen.0, &chosen.1, t.ref_name.as_deref(), tx)
+            .await
+            .map(Some)
     }
 
     async fn apply_delta(
@@ -435,7 +446,8 @@ impl Ctx<'_> {
         name: &DeltaName,
         superblock_sum: &Checksum,
         ref_name: Option<&str>,
-    ) -> Result<()> {
+        tx: &mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
+    ) -> Result<Vec<ObjectName>> {
         let base = &self.remote.content_url;
         let sb_path = format!("{}/superblock", name.relpath());
         let url = format!("{}/{sb_path}", base.trim_end_matches('/'));
@@ -511,21 +523,41 @@ impl Ctx<'_> {
             parts.insert(i, p);
         }
         write_file_atomic(&partial_path(self.repo, &name.to), b"")?;
-        let report = tokio::task::block_in_place(|| {
-            delta::apply(self.txn, &bytes, |i| {
-                let p = parts
-                    .get(&i)
-                    .ok_or_else(|| treeline_store::Error::InvalidObject {
-                        object: format!("static delta part {i}"),
-                        reason: "was not fetched".into(),
-                    })?;
-                std::fs::read(p).map_err(|e| treeline_store::Error::Io {
-                    path: p.clone(),
-                    error: e,
-                })
+        // The fallback objects are fetched (and stored by the writer threads) while the
+        // parts are applied, on a thread of their own driving the runtime.
+        let fallbacks: Vec<ObjectName> = sb
+            .fallbacks
+            .iter()
+            .map(|f| f.object)
+            .filter(|o| !self.txn.has_object(o))
+            .collect();
+        let runtime = tokio::runtime::Handle::current();
+        let (report, fetched) = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let fetching = scope
+                    .spawn(|| runtime.block_on(self.fetch_files(fallbacks.clone(), tx.clone())));
+                let report = delta::apply(self.txn, &bytes, |i| {
+                    let p = parts
+                        .get(&i)
+                        .ok_or_else(|| treeline_store::Error::InvalidObject {
+                            object: format!("static delta part {i}"),
+                            reason: "was not fetched".into(),
+                        })?;
+                    std::fs::File::open(p).map_err(|e| treeline_store::Error::Io {
+                        path: p.clone(),
+                        error: e,
+                    })
+                });
+                let fetched = fetching.join().unwrap_or_else(|_| {
+                    Err(Error::Network {
+                        url: base.clone(),
+                        message: "the fallback fetching thread panicked".into(),
+                    })
+                });
+                (report, fetched)
             })
-        })
-        .map_err(|e| Error::BadReply {
+        });
+        let report = report.map_err(|e| Error::BadReply {
             url: format!("{}/{}", base.trim_end_matches('/'), name.relpath()),
             message: e.to_string(),
         });
@@ -533,6 +565,7 @@ impl Ctx<'_> {
             let _ = std::fs::remove_file(p);
         }
         let report = report?;
+        fetched?;
         if let Some(m) = sb.detached_metadata() {
             self.repo.write_commitmeta(&name.to, &m)?;
         }
@@ -541,7 +574,7 @@ impl Ctx<'_> {
         if let Ok(mut d) = self.deltas_used.lock() {
             d.push(name.to_string());
         }
-        Ok(())
+        Ok(fallbacks)
     }
 
     /// ostree clients pull only from archive repositories; the remote's `config` says

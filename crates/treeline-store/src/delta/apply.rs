@@ -1,18 +1,28 @@
 //! Executing a delta: verify each part, run its operations, verify each object before
 //! it is stored.
+//!
+//! Memory stays small whatever the part size: a part is decompressed as it is read
+//! (hashing the compressed bytes on the way) into an unnamed temporary file, only its
+//! tables and operations are read back into memory, and objects are copied from the
+//! payload in that file, in chunks, straight into the repository. The xz decoder's
+//! dictionary (at most what the part's encoder chose, and no more than the part's size
+//! is ever touched) is the one buffer that grows with the part.
 
-use std::fs;
-use std::io::{Read, Seek, Write};
-use std::path::Path;
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use super::ops::{Op, decode_ops};
-use super::part::{DeltaPart, PART_DECOMPRESSED_LIMIT, decompress_part};
+use super::part::{PART_DECOMPRESSED_LIMIT, PartLayout, PartTables, part_reader};
 use super::superblock::{Fallback, Superblock, parse_superblock_file};
 use super::{DeltaName, PART_VERSION};
 use crate::checksum::{Checksum, ObjectName, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::object::{Commit, DirMeta, DirTree, FileHeader};
-use crate::repo::{ContentHasher, Repo, Transaction};
+use crate::repo::{ContentReader, Repo, Transaction};
 
 /// What applying a delta did.
 #[derive(Clone, Debug)]
@@ -34,10 +44,11 @@ pub struct ApplyReport {
 
 /// Apply a delta inside a transaction.
 ///
-/// `superblock` is the superblock file (signed or not). `part_source(i)` returns the
-/// bytes of part file `i`; it is only called for parts whose objects are not all
-/// present already, and never for inline parts. Every part must match the checksum in
-/// the superblock, and every object must hash to the name the part gives it, before
+/// `superblock` is the superblock file (signed or not). `part_source(i)` opens part
+/// file `i` for reading (a file, or any reader: the part is streamed, never held in
+/// memory whole); it is only called for parts whose objects are not all present
+/// already, and never for inline parts. Every part must match the checksum in the
+/// superblock, and every object must hash to the name the part gives it, before
 /// anything is written; on error nothing becomes visible unless the caller commits the
 /// transaction anyway, which it should not.
 ///
@@ -48,10 +59,10 @@ pub struct ApplyReport {
 ///
 /// Unlike ostree, which needs a bare-family target for `open`/`bspatch` operations,
 /// this applies every delta to every repository mode.
-pub fn apply(
+pub fn apply<R: Read>(
     txn: &Transaction<'_>,
     superblock: &[u8],
-    part_source: impl FnMut(usize) -> Result<Vec<u8>>,
+    part_source: impl FnMut(usize) -> Result<R>,
 ) -> Result<ApplyReport> {
     let (sb, _signed) = parse_superblock_file(superblock)?;
     apply_superblock(txn, &sb, part_source)
@@ -84,7 +95,7 @@ pub fn apply_offline(repo: &Repo, path: &Path) -> Result<ApplyReport> {
     let txn = repo.begin()?;
     let report = apply_superblock(&txn, &sb, |i| {
         let p = dir.join(i.to_string());
-        fs::read(&p).map_err(|e| Error::Io {
+        File::open(&p).map_err(|e| Error::Io {
             path: p,
             error: std::io::Error::new(e.kind(), format!("reading static delta part {i}: {e}")),
         })
@@ -97,10 +108,14 @@ fn part_label(i: usize) -> String {
     format!("static delta part {i}")
 }
 
-fn apply_superblock(
+/// The most a part's tables, and separately its operations, may take: they are read
+/// into memory (a real part's are a small fraction of its payload).
+const PART_TABLES_LIMIT: u64 = 64 << 20;
+
+fn apply_superblock<R: Read>(
     txn: &Transaction<'_>,
     sb: &Superblock,
-    mut part_source: impl FnMut(usize) -> Result<Vec<u8>>,
+    mut part_source: impl FnMut(usize) -> Result<R>,
 ) -> Result<ApplyReport> {
     let name = sb.name();
     let commit_name = ObjectName::new(sb.to, ObjectType::Commit);
@@ -127,6 +142,7 @@ fn apply_superblock(
         missing_fallbacks: Vec::new(),
     };
     let mut store = TxnStore { txn };
+    let scratch_dir = store.scratch_dir();
     for (i, header) in sb.parts.iter().enumerate() {
         let label = part_label(i);
         let bad = |reason: String| Error::InvalidObject {
@@ -143,22 +159,6 @@ fn apply_superblock(
             report.parts_skipped += 1;
             continue;
         }
-        // Inline parts travel inside the (already trusted) superblock; ostree does not
-        // checksum them either.
-        let file = match sb.inline_part(i) {
-            Some(bytes) => bytes,
-            None => {
-                let bytes = part_source(i)?;
-                let actual = Checksum::of(&bytes);
-                if actual != header.checksum {
-                    return Err(bad(format!(
-                        "checksum mismatch: the superblock says {}, the part hashes to {actual}",
-                        header.checksum
-                    )));
-                }
-                bytes
-            }
-        };
         // Payloads hold at most the objects' content plus patch framing; anything far
         // larger is hostile.
         let limit = header
@@ -166,11 +166,31 @@ fn apply_superblock(
             .saturating_mul(4)
             .saturating_add(64 << 20)
             .min(PART_DECOMPRESSED_LIMIT);
-        let variant = decompress_part(&file, limit).map_err(bad)?;
-        drop(file);
-        let part = DeltaPart::from_bytes(&variant).map_err(bad)?;
-        drop(variant);
-        report.objects_written += execute_part(&part, &header.objects, &mut store, &label)?;
+        let mut variant = tempfile::tempfile_in(&scratch_dir).at(&scratch_dir)?;
+        // Inline parts travel inside the (already trusted) superblock; ostree does not
+        // checksum them either.
+        let len = match sb.inline_part(i) {
+            Some(bytes) => unpack_part(&mut &bytes[..], None, limit, &mut variant, &label)?,
+            None => {
+                let mut file = part_source(i)?;
+                unpack_part(
+                    &mut file,
+                    Some(&header.checksum),
+                    limit,
+                    &mut variant,
+                    &label,
+                )?
+            }
+        };
+        let (tables, ops, payload) = read_part_frame(&variant, len, &label)?;
+        let payload = FilePayload {
+            file: &variant,
+            start: payload.start,
+            len: payload.end - payload.start,
+            label: &label,
+        };
+        report.objects_written +=
+            execute_part(&tables, &ops, &payload, &header.objects, &mut store, &label)?;
         report.parts_applied += 1;
     }
     report.missing_fallbacks = sb
@@ -192,13 +212,211 @@ fn apply_superblock(
     Ok(report)
 }
 
+/// Chunk size for copying out of payloads, read sources and part files.
+const CHUNK: usize = 128 << 10;
+
+/// Decompress a part file from `input` into `out` (at most `limit` bytes), hashing the
+/// part file as it goes and checking it against `expected`. Returns the length of the
+/// part variant. A part whose bytes do not match is reported as such, even when it also
+/// fails to decompress.
+fn unpack_part(
+    input: &mut dyn Read,
+    expected: Option<&Checksum>,
+    limit: u64,
+    out: &mut File,
+    label: &str,
+) -> Result<u64> {
+    let bad = |reason: String| Error::InvalidObject {
+        object: label.to_owned(),
+        reason,
+    };
+    let mut hashing = HashingReader {
+        inner: input,
+        hasher: Sha256::new(),
+    };
+    let mut len = 0u64;
+    let decoded: std::result::Result<(), String> = (|| {
+        let mut variant = part_reader(&mut hashing)?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match variant.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("xz: {e}")),
+            };
+            len += n as u64;
+            if len > limit {
+                return Err(format!(
+                    "part decompresses to more than the {limit}-byte limit"
+                ));
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| format!("writing it out: {e}"))?;
+        }
+    })();
+    // Whatever the decoder left unread (trailing bytes) is part of the file too.
+    std::io::copy(&mut hashing, &mut std::io::sink()).at(label)?;
+    if let Some(expected) = expected {
+        let actual = Checksum(hashing.hasher.finalize().into());
+        if actual != *expected {
+            return Err(bad(format!(
+                "checksum mismatch: the superblock says {expected}, the part hashes to {actual}"
+            )));
+        }
+    }
+    decoded.map_err(bad)?;
+    Ok(len)
+}
+
+/// Passes reads through, hashing every byte.
+struct HashingReader<'a> {
+    inner: &'a mut dyn Read,
+    hasher: Sha256,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read a part variant's tables and operations from `variant` (`len` bytes); returns
+/// them with the payload's range.
+fn read_part_frame(
+    variant: &File,
+    len: u64,
+    label: &str,
+) -> Result<(PartTables, Vec<u8>, std::ops::Range<u64>)> {
+    let bad = |reason: String| Error::InvalidObject {
+        object: label.to_owned(),
+        reason,
+    };
+    let framing_len = PartLayout::framing_len(len);
+    let framing_at = len
+        .checked_sub(framing_len as u64)
+        .ok_or_else(|| bad("part is too short for its framing offsets".into()))?;
+    let mut framing = vec![0u8; framing_len];
+    variant.read_exact_at(&mut framing, framing_at).at(label)?;
+    let layout = PartLayout::from_framing(len, &framing).map_err(bad)?;
+    let read = |r: &std::ops::Range<u64>, what: &str| -> Result<Vec<u8>> {
+        let size = r.end - r.start;
+        if size > PART_TABLES_LIMIT {
+            return Err(bad(format!(
+                "its {what} take {size} bytes, more than the {PART_TABLES_LIMIT}-byte limit"
+            )));
+        }
+        let mut v = vec![0u8; size as usize];
+        variant.read_exact_at(&mut v, r.start).at(label)?;
+        Ok(v)
+    };
+    let tables = read(&(layout.modes.start..layout.xattrs.end), "tables")?;
+    let split = (layout.modes.end - layout.modes.start) as usize;
+    let tables = PartTables::decode(&tables[..split], &tables[split..]).map_err(bad)?;
+    let ops = read(&layout.ops, "operations")?;
+    Ok((tables, ops, layout.payload))
+}
+
+/// Random access to a part's payload.
+pub(crate) trait Payload {
+    /// Its length.
+    fn len(&self) -> u64;
+    /// Fill `buf` with the bytes at `offset` (the caller checked the range).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+impl Payload for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or_else(|| Error::InvalidObject {
+                object: "static delta payload".into(),
+                reason: format!("read of {} bytes at {offset} is outside it", buf.len()),
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A payload in a decompressed part file.
+struct FilePayload<'a> {
+    file: &'a File,
+    start: u64,
+    len: u64,
+    label: &'a str,
+}
+
+impl Payload for FilePayload<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, self.start + offset)
+            .at(self.label)
+    }
+}
+
+/// Reads a range of a payload (checked by the caller) in order.
+struct PayloadReader<'a> {
+    payload: &'a dyn Payload,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for PayloadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = usize::try_from(self.end - self.pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        self.payload
+            .read_at(self.pos, &mut buf[..n])
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// An existing regular-file object that `w` and `B` operations read from.
+pub(crate) struct Source {
+    content: Box<dyn ReadSeek>,
+    size: u64,
+}
+
+pub(crate) trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+impl Source {
+    pub(crate) fn new(content: Box<dyn ReadSeek>, size: u64) -> Self {
+        Source { content, size }
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.content.seek(SeekFrom::Start(offset))?;
+        self.content.read_exact(buf)
+    }
+}
+
 /// Where executed parts put objects and find read sources.
 pub(crate) trait ObjectStore {
     /// Whether the object is already stored (then it is not written again).
     fn has_object(&self, name: &ObjectName) -> bool;
     /// Store a metadata object already verified against its name.
     fn store_meta(&mut self, name: &ObjectName, data: &[u8]) -> Result<()>;
-    /// Store a content object already verified against its name.
+    /// Store a content object, checking as it is copied that it hashes to `checksum`:
+    /// nothing is stored otherwise, and the error names the object.
     fn store_file(
         &mut self,
         checksum: &Checksum,
@@ -207,7 +425,11 @@ pub(crate) trait ObjectStore {
         content: &mut dyn Read,
     ) -> Result<()>;
     /// The content of an existing regular-file object, for `w` and `B`.
-    fn read_source(&mut self, checksum: &Checksum) -> Result<Vec<u8>>;
+    fn read_source(&mut self, checksum: &Checksum) -> Result<Source>;
+    /// Where files being assembled spill to once they outgrow memory.
+    fn scratch_dir(&self) -> PathBuf {
+        std::env::temp_dir()
+    }
 }
 
 struct TxnStore<'t, 'r> {
@@ -230,33 +452,32 @@ impl ObjectStore for TxnStore<'_, '_> {
         size: u64,
         content: &mut dyn Read,
     ) -> Result<()> {
-        let name = ObjectName::new(*checksum, ObjectType::File);
-        let written = self
-            .txn
-            .write_content(header, size, content, &name.to_string())?;
-        if written != *checksum {
-            return Err(Error::Corrupted {
-                object: name,
-                actual: written.to_hex(),
-            });
-        }
-        Ok(())
+        self.txn
+            .write_content_expecting(header, size, content, checksum)
     }
 
-    fn read_source(&mut self, checksum: &Checksum) -> Result<Vec<u8>> {
+    fn read_source(&mut self, checksum: &Checksum) -> Result<Source> {
         let name = ObjectName::new(*checksum, ObjectType::File);
-        let (header, mut content, size) = self.txn.repo().open_file(checksum)?;
-        if header.is_symlink() {
-            return Err(Error::InvalidObject {
+        let (header, content, size) = self.txn.repo().open_file(checksum)?;
+        match content {
+            ContentReader::Plain(file) if !header.is_symlink() => {
+                Ok(Source::new(Box::new(file), size))
+            }
+            // Compressed (archive) objects cannot seek: decompress to scratch space.
+            ContentReader::Deflate(mut reader) if !header.is_symlink() => {
+                let mut spool = tempfile::spooled_tempfile_in(OPEN_FILE_MEMORY, self.scratch_dir());
+                std::io::copy(&mut reader, &mut spool).at(self.txn.repo().object_path(&name))?;
+                Ok(Source::new(Box::new(spool), size))
+            }
+            _ => Err(Error::InvalidObject {
                 object: name.to_string(),
                 reason: "a static delta reads from it, but it is a symlink".into(),
-            });
+            }),
         }
-        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 30));
-        content
-            .read_to_end(&mut out)
-            .at(self.txn.repo().object_path(&name))?;
-        Ok(out)
+    }
+
+    fn scratch_dir(&self) -> PathBuf {
+        self.txn.repo().path().join("tmp")
     }
 }
 
@@ -288,14 +509,14 @@ struct OpenFile {
     size: u64,
     /// Already stored: the operations are checked but nothing is written.
     present: bool,
-    hasher: ContentHasher,
     content: tempfile::SpooledTempFile,
     written: u64,
 }
 
 impl OpenFile {
-    fn append(&mut self, data: &[u8], label: &str) -> Result<()> {
-        let total = self.written + data.len() as u64;
+    /// Refuse, before copying anything, a write of `len` more bytes than the file holds.
+    fn check_room(&self, len: u64, label: &str) -> Result<()> {
+        let total = self.written.saturating_add(len);
         if total > self.size {
             return Err(Error::InvalidObject {
                 object: label.to_owned(),
@@ -305,9 +526,13 @@ impl OpenFile {
                 ),
             });
         }
-        self.hasher.update(data);
+        Ok(())
+    }
+
+    fn append(&mut self, data: &[u8], label: &str) -> Result<()> {
+        self.check_room(data.len() as u64, label)?;
         self.content.write_all(data).at(label)?;
-        self.written = total;
+        self.written += data.len() as u64;
         Ok(())
     }
 
@@ -321,13 +546,6 @@ impl OpenFile {
                 ),
             });
         }
-        let actual = self.hasher.finish();
-        if actual != self.name.checksum {
-            return Err(Error::Corrupted {
-                object: self.name,
-                actual: actual.to_hex(),
-            });
-        }
         self.content.rewind().at(label)?;
         store.store_file(
             &self.name.checksum,
@@ -339,24 +557,31 @@ impl OpenFile {
 }
 
 /// Content of `o`-opened files stays in memory up to this size, then spills to disk.
-const OPEN_FILE_MEMORY: usize = 64 << 20;
+const OPEN_FILE_MEMORY: usize = 1 << 20;
 
-fn payload_slice(payload: &[u8], offset: u64, size: u64) -> Result<&[u8], String> {
-    let range = usize::try_from(offset)
-        .ok()
-        .zip(usize::try_from(size).ok())
-        .and_then(|(o, s)| Some(o..o.checked_add(s)?));
-    range.and_then(|r| payload.get(r)).ok_or_else(|| {
-        format!(
+/// Check that `size` bytes at `offset` lie inside the payload.
+fn payload_range(payload: &dyn Payload, offset: u64, size: u64) -> Result<(), String> {
+    match offset.checked_add(size) {
+        Some(end) if end <= payload.len() => Ok(()),
+        _ => Err(format!(
             "offset/length {offset}/{size} is outside the {}-byte payload",
             payload.len()
-        )
-    })
+        )),
+    }
 }
 
-/// Run one part's operations. Returns how many objects were written.
+/// Bytes of the payload, read into memory (for metadata and other small things).
+fn payload_bytes(payload: &dyn Payload, offset: u64, size: u64) -> Result<Vec<u8>> {
+    let mut v = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+    payload.read_at(offset, &mut v)?;
+    Ok(v)
+}
+
+/// Run one part's operations over its payload. Returns how many objects were written.
 pub(crate) fn execute_part(
-    part: &DeltaPart,
+    tables: &PartTables,
+    ops: &[u8],
+    payload: &dyn Payload,
     objects: &[ObjectName],
     store: &mut dyn ObjectStore,
     label: &str,
@@ -365,12 +590,13 @@ pub(crate) fn execute_part(
         object: label.to_owned(),
         reason,
     };
-    let ops = decode_ops(&part.ops, objects).map_err(bad)?;
+    let ops = decode_ops(ops, objects).map_err(bad)?;
     let mut index = 0usize;
     let mut written = 0usize;
     let mut open: Option<OpenFile> = None;
     // The read source and, once an operation needed it, its content.
-    let mut source: Option<(Checksum, Option<Vec<u8>>)> = None;
+    let mut source: Option<(Checksum, Option<Source>)> = None;
+    let mut buf = vec![0u8; CHUNK];
     let current = |index: usize| -> Result<ObjectName> {
         objects.get(index).copied().ok_or_else(|| {
             bad(format!(
@@ -386,10 +612,11 @@ pub(crate) fn execute_part(
                     return Err(bad("splice while a file is open".into()));
                 }
                 let name = current(index)?;
-                let data = payload_slice(&part.payload, offset, size).map_err(bad)?;
+                payload_range(payload, offset, size).map_err(bad)?;
                 if !store.has_object(&name) {
-                    verify_meta(&name, data)?;
-                    store.store_meta(&name, data)?;
+                    let data = payload_bytes(payload, offset, size)?;
+                    verify_meta(&name, &data)?;
+                    store.store_meta(&name, &data)?;
                     written += 1;
                 }
                 index += 1;
@@ -405,41 +632,32 @@ pub(crate) fn execute_part(
                     return Err(bad("splice while a file is open".into()));
                 }
                 let name = current(index)?;
-                let mut header = part.file_header(mode, xattr).map_err(bad)?;
-                let data = payload_slice(&part.payload, offset, size).map_err(bad)?;
+                let mut header = tables.file_header(mode, xattr).map_err(bad)?;
+                payload_range(payload, offset, size).map_err(bad)?;
                 if !store.has_object(&name) {
-                    let content: &[u8] = if header.is_symlink() {
-                        header.symlink_target = std::str::from_utf8(data)
-                            .ok()
-                            .filter(|t| !t.contains('\0'))
-                            .ok_or_else(|| Error::InvalidObject {
-                                object: name.to_string(),
-                                reason: "symlink target is not UTF-8 or contains NUL".into(),
-                            })?
-                            .to_owned();
-                        &[]
-                    } else {
-                        data
-                    };
-                    header.validate().map_err(|reason| Error::InvalidObject {
+                    let invalid = |reason: String| Error::InvalidObject {
                         object: name.to_string(),
                         reason,
-                    })?;
-                    let mut hasher = ContentHasher::new(&header);
-                    hasher.update(content);
-                    let actual = hasher.finish();
-                    if actual != name.checksum {
-                        return Err(Error::Corrupted {
-                            object: name,
-                            actual: actual.to_hex(),
-                        });
+                    };
+                    if header.is_symlink() {
+                        let target = payload_bytes(payload, offset, size)?;
+                        header.symlink_target = String::from_utf8(target)
+                            .ok()
+                            .filter(|t| !t.contains('\0'))
+                            .ok_or_else(|| {
+                                invalid("symlink target is not UTF-8 or contains NUL".into())
+                            })?;
+                        header.validate().map_err(invalid)?;
+                        store.store_file(&name.checksum, &header, 0, &mut std::io::empty())?;
+                    } else {
+                        header.validate().map_err(invalid)?;
+                        let mut content = PayloadReader {
+                            payload,
+                            pos: offset,
+                            end: offset + size,
+                        };
+                        store.store_file(&name.checksum, &header, size, &mut content)?;
                     }
-                    store.store_file(
-                        &name.checksum,
-                        &header,
-                        content.len() as u64,
-                        &mut &content[..],
-                    )?;
                     written += 1;
                 }
                 index += 1;
@@ -453,7 +671,7 @@ pub(crate) fn execute_part(
                 if name.objtype != ObjectType::File {
                     return Err(bad(format!("open of {name}, which is not a file")));
                 }
-                let header = part.file_header(mode, xattr).map_err(bad)?;
+                let header = tables.file_header(mode, xattr).map_err(bad)?;
                 header.validate().map_err(|reason| Error::InvalidObject {
                     object: name.to_string(),
                     reason,
@@ -463,11 +681,10 @@ pub(crate) fn execute_part(
                 }
                 open = Some(OpenFile {
                     name,
-                    hasher: ContentHasher::new(&header),
                     header,
                     size,
                     present: store.has_object(&name),
-                    content: tempfile::spooled_tempfile(OPEN_FILE_MEMORY),
+                    content: tempfile::spooled_tempfile_in(OPEN_FILE_MEMORY, store.scratch_dir()),
                     written: 0,
                 });
             }
@@ -479,29 +696,45 @@ pub(crate) fn execute_part(
                     continue;
                 }
                 match &mut source {
-                    Some((checksum, data)) => {
-                        let data = match data {
-                            Some(d) => d,
-                            None => data.insert(store.read_source(checksum)?),
+                    Some((checksum, src)) => {
+                        let src = match src {
+                            Some(s) => s,
+                            None => src.insert(store.read_source(checksum)?),
                         };
-                        let slice = payload_slice(data, offset, size).map_err(|_| {
-                            bad(format!(
+                        if offset.checked_add(size).is_none_or(|end| end > src.size) {
+                            return Err(bad(format!(
                                 "write of {size} bytes at {offset} is past the end of read \
                                  source {checksum} ({} bytes)",
-                                data.len()
-                            ))
-                        })?;
-                        file.append(slice, label)?;
+                                src.size
+                            )));
+                        }
+                        file.check_room(size, label)?;
+                        let mut pos = offset;
+                        while pos < offset + size {
+                            let n = (offset + size - pos).min(CHUNK as u64) as usize;
+                            src.read_at(pos, &mut buf[..n])
+                                .map_err(|e| bad(format!("reading read source {checksum}: {e}")))?;
+                            file.append(&buf[..n], label)?;
+                            pos += n as u64;
+                        }
                     }
                     None => {
-                        let slice = payload_slice(&part.payload, offset, size).map_err(bad)?;
-                        file.append(slice, label)?;
+                        payload_range(payload, offset, size).map_err(bad)?;
+                        file.check_room(size, label)?;
+                        let mut pos = offset;
+                        while pos < offset + size {
+                            let n = (offset + size - pos).min(CHUNK as u64) as usize;
+                            payload.read_at(pos, &mut buf[..n])?;
+                            file.append(&buf[..n], label)?;
+                            pos += n as u64;
+                        }
                     }
                 }
             }
             Op::SetReadSource { offset } => {
-                let bytes = payload_slice(&part.payload, offset, 32).map_err(bad)?;
-                let c = Checksum::from_bytes(bytes)
+                payload_range(payload, offset, 32).map_err(bad)?;
+                let bytes = payload_bytes(payload, offset, 32)?;
+                let c = Checksum::from_bytes(&bytes)
                     .ok_or_else(|| bad("short read source checksum".into()))?;
                 source = Some((c, None));
             }
@@ -518,37 +751,39 @@ pub(crate) fn execute_part(
                 source = None;
             }
             Op::Bspatch { offset, size } => {
-                let patch = payload_slice(&part.payload, offset, size).map_err(bad)?;
+                payload_range(payload, offset, size).map_err(bad)?;
                 let file = open
                     .as_mut()
                     .ok_or_else(|| bad("bspatch with no open file".into()))?;
                 if file.present {
                     continue;
                 }
-                let (checksum, data) = source
+                let (checksum, src) = source
                     .as_mut()
                     .ok_or_else(|| bad(format!("bspatch of {} with no read source", file.name)))?;
-                let old = match data {
-                    Some(d) => d,
-                    None => data.insert(store.read_source(checksum)?),
+                let old = match src {
+                    Some(s) => s,
+                    None => src.insert(store.read_source(checksum)?),
                 };
-                // The output can be no longer than the patch (every byte comes from it).
-                let mut new = Vec::with_capacity(usize::try_from(file.size.min(size)).unwrap_or(0));
-                bsdiff::patch(old, &mut &patch[..], &mut new).map_err(|e| {
-                    bad(format!(
-                        "bspatch of {} from {checksum} failed: {e}",
-                        file.name
-                    ))
+                let before = file.written;
+                let mut patch = PayloadReader {
+                    payload,
+                    pos: offset,
+                    end: offset + size,
+                };
+                let name = file.name;
+                let checksum = *checksum;
+                bspatch(old, &mut patch, file, label, |e| {
+                    bad(format!("bspatch of {name} from {checksum} failed: {e}"))
                 })?;
-                if new.len() as u64 != file.size {
+                if file.written - before != file.size {
                     return Err(bad(format!(
                         "bspatch of {} produced {} bytes, expected {}",
                         file.name,
-                        new.len(),
+                        file.written - before,
                         file.size
                     )));
                 }
-                file.append(&new, label)?;
             }
         }
     }
@@ -564,13 +799,93 @@ pub(crate) fn execute_part(
     Ok(written)
 }
 
+/// Apply a bsdiff patch (the `bsdiff` crate's format: control triples of mix length,
+/// copy length and sign-magnitude seek, each followed by its mix and copy bytes) from
+/// `patch` to `old`, appending the output to `out` chunk by chunk, so neither file is
+/// ever in memory whole.
+fn bspatch(
+    old: &mut Source,
+    patch: &mut dyn Read,
+    out: &mut OpenFile,
+    label: &str,
+    fail: impl Fn(String) -> Error,
+) -> Result<()> {
+    let mut patch = BufReader::with_capacity(CHUNK, patch);
+    let mut buf = vec![0u8; CHUNK];
+    let mut old_buf = vec![0u8; CHUNK];
+    let mut old_pos = 0u64;
+    let truncated = |e: std::io::Error| fail(format!("reading the patch: {e}"));
+    loop {
+        let mut control = [0u8; 24];
+        let mut got = 0;
+        while got < 24 {
+            match patch.read(&mut control[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(truncated(e)),
+            }
+        }
+        match got {
+            0 => return Ok(()),
+            24 => {}
+            _ => return Err(fail("the patch ends inside a control block".into())),
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&control[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (mix, copy, seek) = (word(0), word(1), word(2));
+        let seek = if seek & (1 << 63) == 0 {
+            seek as i64
+        } else {
+            -((seek & !(1 << 63)) as i64)
+        };
+        if old_pos.checked_add(mix).is_none_or(|end| end > old.size) {
+            return Err(fail(format!(
+                "it reads {mix} bytes at {old_pos} of a {}-byte file",
+                old.size
+            )));
+        }
+        out.check_room(mix.saturating_add(copy), label)?;
+        let mut left = mix;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            patch.read_exact(&mut buf[..n]).map_err(truncated)?;
+            old.read_at(old_pos, &mut old_buf[..n])
+                .map_err(|e| fail(format!("reading the old file: {e}")))?;
+            for (b, o) in buf[..n].iter_mut().zip(&old_buf[..n]) {
+                *b = b.wrapping_add(*o);
+            }
+            out.append(&buf[..n], label)?;
+            old_pos += n as u64;
+            left -= n as u64;
+        }
+        let mut left = copy;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            patch.read_exact(&mut buf[..n]).map_err(truncated)?;
+            out.append(&buf[..n], label)?;
+            left -= n as u64;
+        }
+        old_pos = i64::try_from(old_pos)
+            .ok()
+            .and_then(|p| p.checked_add(seek))
+            .and_then(|p| u64::try_from(p).ok())
+            .ok_or_else(|| fail(format!("it seeks by {seek} from {old_pos}")))?;
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::delta::DeltaPart;
     use crate::delta::ops::encode_ops;
     use crate::object::{S_IFLNK, S_IFREG};
+    use crate::repo::ContentHasher;
 
     /// Objects in memory, for running parts without a repository.
     #[derive(Default)]
@@ -600,18 +915,42 @@ pub(crate) mod tests {
             let mut v = Vec::new();
             content.read_to_end(&mut v).unwrap();
             assert_eq!(v.len() as u64, size);
+            let actual = file_checksum(header, &v);
+            if actual != *checksum {
+                return Err(Error::Corrupted {
+                    object: ObjectName::new(*checksum, ObjectType::File),
+                    actual: actual.to_hex(),
+                });
+            }
             self.files.insert(*checksum, (header.clone(), v));
             Ok(())
         }
-        fn read_source(&mut self, checksum: &Checksum) -> Result<Vec<u8>> {
-            self.files
+        fn read_source(&mut self, checksum: &Checksum) -> Result<Source> {
+            let content = self
+                .files
                 .get(checksum)
                 .map(|f| f.1.clone())
                 .ok_or(Error::NotFound(ObjectName::new(
                     *checksum,
                     ObjectType::File,
-                )))
+                )))?;
+            let size = content.len() as u64;
+            Ok(Source::new(Box::new(std::io::Cursor::new(content)), size))
         }
+    }
+
+    /// Run a part held in memory.
+    fn execute_part(
+        part: &DeltaPart,
+        objects: &[ObjectName],
+        store: &mut dyn ObjectStore,
+        label: &str,
+    ) -> Result<usize> {
+        let tables = PartTables {
+            modes: part.modes.clone(),
+            xattrs: part.xattrs.clone(),
+        };
+        super::execute_part(&tables, &part.ops, &part.payload, objects, store, label)
     }
 
     pub(crate) fn file_checksum(header: &FileHeader, content: &[u8]) -> Checksum {

@@ -11,7 +11,7 @@ use super::part::XattrSet;
 pub(crate) use crate::variant::offset_width;
 
 /// The smallest offset width for a body of `body` bytes followed by `n` offsets.
-fn writer_width(body: usize, n: usize) -> usize {
+pub(crate) fn writer_width(body: usize, n: usize) -> usize {
     [1usize, 2, 4]
         .into_iter()
         .find(|&w| {

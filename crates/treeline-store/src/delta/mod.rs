@@ -43,8 +43,8 @@ pub use index::{
 };
 pub use ops::{Op, OpCounts, decode_ops, encode_ops};
 pub use part::{
-    Compression, DeltaPart, ModeEntry, PART_DECOMPRESSED_LIMIT, XattrSet, compress_part,
-    decompress_part,
+    Compression, DeltaPart, ModeEntry, PART_DECOMPRESSED_LIMIT, PartLayout, PartTables, XattrSet,
+    XzSettings, compress_part, compress_part_xz, decompress_part, part_reader,
 };
 pub use superblock::{
     Endianness, Fallback, PartHeader, SIGNED_MAGIC, SignedSuperblock, Superblock,
