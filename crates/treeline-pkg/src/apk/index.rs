@@ -307,11 +307,20 @@ fn build_record(
                 .provides
                 .extend(parse_provides(value).map_err(atoms_error)?),
             "i" => {
-                for parsed in parse_atoms(value).map_err(atoms_error)? {
-                    if parsed.conflict {
-                        return Err(fail(i, format!("i: conflict atom {parsed} in install_if")));
-                    }
-                    meta.install_if.push(parsed.atom);
+                let parsed = parse_atoms(value).map_err(atoms_error)?;
+                // `!name` in install_if means "and name is not installed"; the model has
+                // no place for that, so such a package is never auto-installed (the
+                // safe side) until it does. The raw line stays in `fields`.
+                if let Some(negated) = parsed.iter().find(|a| a.conflict) {
+                    tracing::warn!(
+                        "{}: line {}: install_if with {negated} is not supported; \
+                         package will not be installed automatically",
+                        path.display(),
+                        lines.get(i).copied().unwrap_or(0)
+                    );
+                    meta.install_if.clear();
+                } else {
+                    meta.install_if.extend(parsed.into_iter().map(|a| a.atom));
                 }
             }
             l if l.bytes().all(|b| b.is_ascii_uppercase())

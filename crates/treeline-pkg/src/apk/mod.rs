@@ -185,6 +185,29 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Recovers the error behind a failed `read` of a [`DataEntry`](package::DataEntry): a checksum
+    /// mismatch, truncation or bad gzip comes back as itself, anything else as
+    /// [`Error::Io`] on `path`.
+    pub fn from_read_error(path: &std::path::Path, error: std::io::Error) -> Error {
+        if error.get_ref().is_some_and(|e| e.is::<Error>()) {
+            if let Some(inner) = error.into_inner()
+                && let Ok(apk) = inner.downcast::<Error>()
+            {
+                return *apk;
+            }
+            return Error::Io {
+                path: path.to_path_buf(),
+                error: std::io::Error::other("unreadable entry"),
+            };
+        }
+        Error::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
 /// Shorthand for results of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -19,9 +19,8 @@
 //! let mut walk = pkg.data()?;
 //! while let Some(mut entry) = walk.next_entry()? {
 //!     let mut content = Vec::new();
-//!     std::io::Read::read_to_end(&mut entry, &mut content).map_err(|e| {
-//!         treeline_pkg::apk::Error::Io { path: pkg.path().into(), error: e }
-//!     })?;
+//!     std::io::Read::read_to_end(&mut entry, &mut content)
+//!         .map_err(|e| treeline_pkg::apk::Error::from_read_error(pkg.path(), e))?;
 //!     println!("{} {:?} {}", entry.path, entry.kind, content.len());
 //! }
 //! # Ok(()) }
@@ -879,11 +878,13 @@ impl fmt::Debug for DataEntry<'_> {
 }
 
 impl Read for DataEntry<'_> {
-    /// Reads file content; at its end the checksum is compared, and a mismatch is an
-    /// `InvalidData` error wrapping [`Error::ChecksumMismatch`].
+    /// Reads file content; at its end the checksum is compared. Failures wrap the
+    /// [`Error`] ([`Error::ChecksumMismatch`], [`Error::Truncated`], …), which
+    /// [`Error::from_read_error`] recovers.
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.walk.read_content(out).map_err(|e| match e {
             Error::Io { error, .. } => error,
+            Error::Truncated { .. } => io::Error::new(io::ErrorKind::UnexpectedEof, e),
             other => io::Error::new(io::ErrorKind::InvalidData, other),
         })
     }

@@ -69,3 +69,33 @@ pub fn chroot_apk(root: &Path) -> Command {
     cmd.arg(root).args(["/sbin/apk", "--no-network"]);
     cmd
 }
+
+/// Unpacks only `etc/apk/keys` of the Alpine 3.19.4 minirootfs into `dest` and returns
+/// that keys directory (the keys the real apk in that release trusts).
+pub fn minirootfs_keys_dir(dest: &Path) -> PathBuf {
+    let tarball = data_file("alpine/minirootfs/alpine-minirootfs-3.19.4-x86_64.tar.gz");
+    std::fs::create_dir_all(dest).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(dest)
+            .args(["--wildcards", "*etc/apk/keys/*"]),
+    );
+    let keys = dest.join("etc/apk/keys");
+    assert!(keys.is_dir(), "no etc/apk/keys in the minirootfs");
+    keys
+}
+
+/// Every `.apk` of the Alpine 3.19 ISO repository, sorted by file name.
+pub fn alpine_repo_apks() -> Vec<PathBuf> {
+    let dir = alpine_repo().join("x86_64");
+    let mut apks: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "apk"))
+        .collect();
+    apks.sort();
+    apks
+}
