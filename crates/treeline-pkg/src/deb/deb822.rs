@@ -90,7 +90,9 @@ impl<R: BufRead> StanzaReader<R> {
             let Ok(text) = std::str::from_utf8(bytes) else {
                 return Err(self.syntax("not valid UTF-8"));
             };
-            if text.trim().is_empty() {
+            // Only an empty or indented line can be blank: test the cheap case first.
+            let indented = text.starts_with([' ', '\t']);
+            if text.is_empty() || (indented && text.trim().is_empty()) {
                 if stanza.fields.is_empty() {
                     continue;
                 }
@@ -99,7 +101,7 @@ impl<R: BufRead> StanzaReader<R> {
             if text.starts_with('#') {
                 continue;
             }
-            if text.starts_with([' ', '\t']) {
+            if indented {
                 let Some((_, value)) = stanza.fields.last_mut() else {
                     return Err(self.syntax("continuation line before any field"));
                 };
@@ -122,6 +124,8 @@ impl<R: BufRead> StanzaReader<R> {
             }
             if stanza.fields.is_empty() {
                 stanza.line = self.line_no;
+                // Index stanzas have 15 to 25 fields: avoid regrowing the vector.
+                stanza.fields.reserve(24);
             }
             stanza
                 .fields

@@ -64,6 +64,18 @@ impl<R: Read> Decoder<R> {
     }
 }
 
+impl<R: Read> Decoder<R> {
+    /// The underlying reader (after the compressed stream has been read to its end).
+    pub(crate) fn into_inner(self) -> R {
+        match self {
+            Decoder::None(reader) => reader,
+            Decoder::Gzip(reader) => reader.into_inner(),
+            Decoder::Xz(reader) => reader.into_inner(),
+            Decoder::Zstd(reader) => reader.finish().into_inner(),
+        }
+    }
+}
+
 impl<R: Read> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -170,32 +170,23 @@ fn fill(
     Ok(())
 }
 
-/// The canonical spelling of the fields [`fill`] uses, for any capitalization.
+/// The canonical spelling of the fields [`fill`] uses, for any capitalization (dpkg
+/// compares field names case-insensitively). Matching on the length first keeps this to
+/// one or two comparisons per field.
 fn canonical(name: &str) -> &str {
-    const KNOWN: [&str; 18] = [
-        "Package",
-        "Version",
-        "Architecture",
-        "Depends",
-        "Pre-Depends",
-        "Recommends",
-        "Conflicts",
-        "Breaks",
-        "Provides",
-        "Essential",
-        "Priority",
-        "Multi-Arch",
-        "Source",
-        "Size",
-        "Installed-Size",
-        "Filename",
-        "SHA256",
-        "Description",
-    ];
-    if KNOWN.contains(&name) {
-        return name;
-    }
-    KNOWN
+    let candidates: &[&'static str] = match name.len() {
+        4 => &["Size"],
+        6 => &["Source", "Breaks", "SHA256"],
+        7 => &["Package", "Version", "Depends"],
+        8 => &["Priority", "Provides", "Filename"],
+        9 => &["Conflicts", "Essential"],
+        10 => &["Recommends", "Multi-Arch"],
+        11 => &["Pre-Depends"],
+        12 => &["Architecture"],
+        14 => &["Installed-Size"],
+        _ => &[],
+    };
+    candidates
         .iter()
         .find(|known| known.eq_ignore_ascii_case(name))
         .copied()

@@ -16,6 +16,7 @@
 //!         entry.read_to_end(&mut content)?; // checked against md5sums at the end
 //!     }
 //! }
+//! data.finish()?; // the rest of the file is sound (compression trailer, no stray members)
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -211,6 +212,36 @@ impl<R: Read> DataArchive<R> {
     /// The ar member holding the data (`data.tar.xz`, ...).
     pub fn member(&self) -> &str {
         &self.member
+    }
+
+    /// Reads the rest of the package after the last entry: the data member to its end (so
+    /// the decompressor checks its integrity trailer and truncation is noticed), then the
+    /// container's end, where only dpkg's `_`-prefixed extension members may follow.
+    /// Call it after iterating [`entries`](Self::entries) to know the whole file is sound.
+    pub fn finish(self) -> Result<(), Error> {
+        let path = self.path;
+        let member = self.member;
+        let mut decoder = self.archive.into_inner();
+        io::copy(&mut decoder, &mut io::sink()).map_err(|error| {
+            match Error::from_io(&path, error) {
+                Error::Io { error, .. } => Error::Member {
+                    path: path.clone(),
+                    member: member.clone(),
+                    problem: error.to_string(),
+                },
+                wrapped => wrapped,
+            }
+        })?;
+        let mut container = decoder.into_inner();
+        while let Some(header) = container.next_member()? {
+            if !header.name.starts_with('_') {
+                return Err(container.error(format!(
+                    "unexpected member {:?} after {member}",
+                    header.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The entries in archive order. Can be called once.
@@ -497,24 +528,24 @@ impl<'a, R: Read> DataEntries<'a, R> {
 impl<R: Read> Read for DataEntry<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buf)?;
-        if let Some(hasher) = self.hasher.as_mut() {
-            if let Some(chunk) = buf.get(..read) {
-                hasher.update(chunk);
-            }
-            if read == 0 && !buf.is_empty() {
-                if let Some(hasher) = self.hasher.take() {
-                    let actual = hex::encode(hasher.finalize());
-                    let expected = self.expected_md5.as_deref().unwrap_or_default();
-                    if !actual.eq_ignore_ascii_case(expected) {
-                        return Err(Error::Md5Mismatch {
-                            path: self.package.to_path_buf(),
-                            entry: self.path.clone(),
-                            expected: expected.to_owned(),
-                            actual,
-                        }
-                        .into_io());
-                    }
+        if let (Some(hasher), Some(chunk)) = (self.hasher.as_mut(), buf.get(..read)) {
+            hasher.update(chunk);
+        }
+        // The end of the content: compare once with md5sums.
+        if read == 0
+            && !buf.is_empty()
+            && let Some(hasher) = self.hasher.take()
+        {
+            let actual = hex::encode(hasher.finalize());
+            let expected = self.expected_md5.as_deref().unwrap_or_default();
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(Error::Md5Mismatch {
+                    path: self.package.to_path_buf(),
+                    entry: self.path.clone(),
+                    expected: expected.to_owned(),
+                    actual,
                 }
+                .into_io());
             }
         }
         Ok(read)
@@ -663,7 +694,7 @@ fn read_control<R: Read>(
                     let file = file.trim_start();
                     let file = file.strip_prefix('*').unwrap_or(file);
                     let valid = md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit());
-                    (valid && !file.is_empty()).then(|| (file, md5))
+                    (valid && !file.is_empty()).then_some((file, md5))
                 });
             let Some((file, md5)) = parsed else {
                 return Err(Error::Control {

@@ -143,14 +143,18 @@ fn parse_atom(
         )
     };
     let rest = alternative.trim_start();
-    let name_end = rest.find(ends_name).unwrap_or(rest.len());
+    // Byte scanning: every delimiter is ASCII, so the split lands on a char boundary.
+    let name_end = rest
+        .bytes()
+        .position(|b| ends_name(char::from(b)))
+        .unwrap_or(rest.len());
     let (name, mut rest) = rest.split_at(name_end);
     if name.is_empty() {
         return Err(fail("missing package name"));
     }
     if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_'))
     {
         return Err(fail("invalid package name"));
     }
@@ -204,7 +208,7 @@ fn parse_atom(
         let Some((inside, after)) = after.split_once(']') else {
             return Err(fail("unclosed '['"));
         };
-        applies = arch_list_matches(inside, target.arch).map_err(|problem| fail(problem))?;
+        applies = arch_list_matches(inside, target.arch).map_err(&fail)?;
         rest = after.trim_start();
     }
     // Build-profile restriction formulas: `<a !b> <c>` applies when any group holds.

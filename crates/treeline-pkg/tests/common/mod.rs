@@ -99,3 +99,142 @@ pub fn alpine_repo_apks() -> Vec<PathBuf> {
     apks.sort();
     apks
 }
+
+/// The download cache for tests that fetch Debian data: `$TREELINE_TEST_CACHE`, or
+/// `/var/tmp/treeline-test-cache`. Created on first use.
+pub fn test_cache() -> PathBuf {
+    let dir = std::env::var_os("TREELINE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/treeline-test-cache"));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create test cache {}: {e}", dir.display()));
+    dir
+}
+
+/// The cached `.deb` of `package` (apt's candidate version), fetched with
+/// `apt-get download` on first use. Downloads go to a private directory first so
+/// concurrent tests never see a partial file.
+pub fn apt_download(package: &str) -> PathBuf {
+    let dir = test_cache().join("debs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let find = |dir: &Path| {
+        std::fs::read_dir(dir).ok().and_then(|entries| {
+            entries.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            })
+        })
+    };
+    if let Some(found) = find(&dir) {
+        return found;
+    }
+    let staging = tempfile::tempdir_in(&dir).unwrap();
+    run_ok(
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(staging.path()),
+    );
+    let fetched = find(staging.path())
+        .unwrap_or_else(|| panic!("apt-get download {package} produced no .deb"));
+    let dest = dir.join(fetched.file_name().unwrap());
+    std::fs::rename(&fetched, &dest).unwrap();
+    dest
+}
+
+/// apt's list file for bookworm main amd64 `Packages` (any compression apt chose), running
+/// `apt-get update` once if there is none.
+pub fn apt_list_bookworm_main_amd64() -> PathBuf {
+    let find = || {
+        std::fs::read_dir("/var/lib/apt/lists")
+            .ok()
+            .and_then(|entries| {
+                entries.flatten().map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.contains("_bookworm_main_binary-amd64_Packages"))
+                })
+            })
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    run_ok(Command::new("apt-get").args(["update", "-q"]));
+    find().expect("no bookworm main amd64 Packages list even after apt-get update")
+}
+
+/// The bookworm main amd64 `Packages` index, decompressed by apt itself
+/// (`apt-helper cat-file`) into the test cache; regenerated when apt's list changes.
+pub fn bookworm_packages_plain() -> PathBuf {
+    let list = apt_list_bookworm_main_amd64();
+    let name = list.file_name().unwrap().to_string_lossy().into_owned();
+    let dest = test_cache().join(format!("{name}.plain"));
+    let list_mtime = std::fs::metadata(&list).unwrap().modified().unwrap();
+    let fresh = std::fs::metadata(&dest)
+        .and_then(|m| m.modified())
+        .is_ok_and(|cached| cached >= list_mtime);
+    if !fresh {
+        let out = Command::new("/usr/lib/apt/apt-helper")
+            .arg("cat-file")
+            .arg(&list)
+            .output()
+            .expect("cannot run apt-helper");
+        assert!(
+            out.status.success(),
+            "apt-helper cat-file {} failed",
+            list.display()
+        );
+        let tmp = tempfile::NamedTempFile::new_in(test_cache()).unwrap();
+        std::fs::write(tmp.path(), &out.stdout).unwrap();
+        tmp.persist(&dest).unwrap();
+    }
+    dest
+}
+
+/// A cached copy of `plain` compressed by the real `tool` (`gzip`, `xz`) with `args`,
+/// named `plain` + `suffix`.
+pub fn compressed_copy(plain: &Path, tool: &str, args: &[&str], suffix: &str) -> PathBuf {
+    let dest = PathBuf::from(format!("{}{suffix}", plain.display()));
+    let plain_mtime = std::fs::metadata(plain).unwrap().modified().unwrap();
+    if std::fs::metadata(&dest)
+        .and_then(|m| m.modified())
+        .is_ok_and(|cached| cached >= plain_mtime)
+    {
+        return dest;
+    }
+    let tmp = tempfile::NamedTempFile::new_in(test_cache()).unwrap();
+    let out = Command::new(tool)
+        .args(args)
+        .arg("-c")
+        .arg(plain)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    assert!(out.status.success(), "{tool} failed");
+    std::fs::write(tmp.path(), &out.stdout).unwrap();
+    tmp.persist(&dest).unwrap();
+    dest
+}
+
+/// An `ar` archive in the common format dpkg writes, from `(name, content)` members in
+/// order: for building deliberately malformed `.deb`s.
+pub fn ar_archive(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, content) in members {
+        let header = format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            name,
+            0,
+            0,
+            0,
+            "100644",
+            content.len()
+        );
+        assert_eq!(header.len(), 60);
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(content);
+        if content.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
