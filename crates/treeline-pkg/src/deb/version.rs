@@ -27,6 +27,9 @@ use std::cmp::Ordering;
 /// Versions dpkg would refuse ([`is_valid`] is false) are still given a consistent order, but
 /// dpkg itself would report an error for them instead of an answer.
 pub fn compare(a: &str, b: &str) -> Ordering {
+    if a == b {
+        return Ordering::Equal;
+    }
     let a = Parts::split(a);
     let b = Parts::split(b);
     compare_numbers(a.epoch, b.epoch)
@@ -194,32 +197,51 @@ fn weight(c: Option<u8>) -> i32 {
 
 /// Compares an upstream version or a revision: non-digit runs by [`weight`], digit runs as
 /// numbers, alternately.
-fn compare_fragment(mut a: &[u8], mut b: &[u8]) -> Ordering {
-    while !a.is_empty() || !b.is_empty() {
-        let a_text = a.iter().take_while(|c| !c.is_ascii_digit()).count();
-        let b_text = b.iter().take_while(|c| !c.is_ascii_digit()).count();
-        let longest = a_text.max(b_text);
-        for i in 0..longest {
-            let order = weight(a.get(i).copied().filter(|_| i < a_text))
-                .cmp(&weight(b.get(i).copied().filter(|_| i < b_text)));
+fn compare_fragment(a: &[u8], b: &[u8]) -> Ordering {
+    let non_digit = |c: &&u8| !c.is_ascii_digit();
+    let digit = |c: &&u8| c.is_ascii_digit();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        loop {
+            let left = a.get(i).filter(non_digit).copied();
+            let right = b.get(j).filter(non_digit).copied();
+            if left.is_none() && right.is_none() {
+                break;
+            }
+            let order = weight(left).cmp(&weight(right));
             if order != Ordering::Equal {
                 return order;
             }
+            // Equal weights: both sides hold a character (only a missing one weighs 0).
+            i += 1;
+            j += 1;
         }
-        a = a.get(a_text..).unwrap_or_default();
-        b = b.get(b_text..).unwrap_or_default();
-
-        let a_digits = a.iter().take_while(|c| c.is_ascii_digit()).count();
-        let b_digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-        let order = compare_numbers(
-            a.get(..a_digits).unwrap_or_default(),
-            b.get(..b_digits).unwrap_or_default(),
-        );
-        if order != Ordering::Equal {
-            return order;
+        while a.get(i) == Some(&b'0') {
+            i += 1;
         }
-        a = a.get(a_digits..).unwrap_or_default();
-        b = b.get(b_digits..).unwrap_or_default();
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        // Without leading zeros, the longer digit run is the greater number; at equal
+        // length, the first differing digit decides.
+        let mut first_difference = Ordering::Equal;
+        loop {
+            match (a.get(i).filter(digit), b.get(j).filter(digit)) {
+                (Some(x), Some(y)) => {
+                    if first_difference == Ordering::Equal {
+                        first_difference = x.cmp(y);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(_), None) => return Ordering::Greater,
+                (None, Some(_)) => return Ordering::Less,
+                (None, None) => break,
+            }
+        }
+        if first_difference != Ordering::Equal {
+            return first_difference;
+        }
     }
     Ordering::Equal
 }

@@ -111,6 +111,12 @@ pub fn test_cache() -> PathBuf {
     dir
 }
 
+/// Where tests keep downloads between runs: `$TREELINE_TEST_CACHE`, or
+/// `/var/tmp/treeline-test-cache`.
+pub fn test_cache_dir() -> PathBuf {
+    test_cache()
+}
+
 /// The cached `.deb` of `package` (apt's candidate version), fetched with
 /// `apt-get download` on first use. Downloads go to a private directory first so
 /// concurrent tests never see a partial file.
@@ -237,4 +243,71 @@ pub fn ar_archive(members: &[(&str, &[u8])]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Downloads `url` once into the test cache under `name` (through apt's own downloader,
+/// `apt-helper download-file`), and returns the cached path.
+pub fn download_cached(url: &str, name: &str) -> PathBuf {
+    let path = test_cache_dir().join(name);
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        run_ok(
+            Command::new("/usr/lib/apt/apt-helper")
+                .arg("download-file")
+                .arg(url)
+                .arg(&partial),
+        );
+        std::fs::rename(&partial, &path).unwrap();
+    }
+    path
+}
+
+/// The host's apt list files for the bookworm main index of the native architecture
+/// (`…_dists_bookworm_main_binary-ARCH_Packages[.xz|.lz4|…]` under /var/lib/apt/lists),
+/// running `apt-get update` first if there is none.
+pub fn bookworm_packages_lists() -> Vec<PathBuf> {
+    let arch = run_ok(Command::new("dpkg").arg("--print-architecture"));
+    let suffix = format!("_dists_bookworm_main_binary-{}_Packages", arch.trim());
+    let find = || -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/var/lib/apt/lists")
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .filter(|path| {
+                        path.file_name()
+                            .and_then(|name| name.to_str())
+                            .is_some_and(|name| name.contains(&suffix))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    };
+    let mut lists = find();
+    if lists.is_empty() {
+        run_ok(Command::new("apt-get").arg("update"));
+        lists = find();
+    }
+    assert!(
+        !lists.is_empty(),
+        "no bookworm main Packages list under /var/lib/apt/lists even after apt-get update"
+    );
+    lists
+}
+
+/// The content of an apt list file, decompressed by apt itself (`apt-helper cat-file`).
+pub fn apt_cat_file(path: &Path) -> Vec<u8> {
+    let out = Command::new("/usr/lib/apt/apt-helper")
+        .arg("cat-file")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run apt-helper cat-file: {e}"));
+    assert!(
+        out.status.success(),
+        "apt-helper cat-file {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
