@@ -305,3 +305,141 @@ pub fn apt_cat_file(path: &Path) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The `Packages` indexes apt uses on this host (every `*_Packages*` list, for every
+/// configured suite), decompressed by apt itself (`apt-helper cat-file`) into `dir`.
+/// Runs `apt-get update` only when there are none.
+pub fn apt_packages_lists_plain(dir: &Path) -> Vec<PathBuf> {
+    let find = || {
+        let mut lists: Vec<PathBuf> = std::fs::read_dir("/var/lib/apt/lists")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.contains("_Packages"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        lists.sort();
+        lists
+    };
+    let mut lists = find();
+    if lists.is_empty() {
+        run_ok(Command::new("apt-get").args(["update", "-q"]));
+        lists = find();
+    }
+    assert!(!lists.is_empty(), "no Packages lists even after apt-get update");
+    std::fs::create_dir_all(dir).unwrap();
+    lists
+        .iter()
+        .map(|list| {
+            let out = Command::new("/usr/lib/apt/apt-helper")
+                .arg("cat-file")
+                .arg(list)
+                .output()
+                .expect("cannot run apt-helper");
+            assert!(out.status.success(), "apt-helper cat-file {} failed", list.display());
+            let dest = dir.join(list.file_name().unwrap());
+            std::fs::write(&dest, &out.stdout).unwrap();
+            dest
+        })
+        .collect()
+}
+
+/// `apt-get install --simulate NAMES` as if nothing were installed (an empty dpkg status
+/// file in `scratch`; no lock, nothing on the host changes). Returns the `(name, version)`
+/// pairs apt would install, or apt's output when it refuses.
+pub fn apt_simulate_install(
+    scratch: &Path,
+    names: &[&str],
+    recommends: bool,
+) -> Result<std::collections::BTreeSet<(String, String)>, String> {
+    std::fs::create_dir_all(scratch).unwrap();
+    let status = scratch.join("status");
+    std::fs::write(&status, b"").unwrap();
+    let out = Command::new("apt-get")
+        .args(["install", "--simulate", "-q"])
+        .arg(format!("-oDir::State::status={}", status.display()))
+        .arg(format!(
+            "-oDir::State::extended_states={}",
+            scratch.join("extended_states").display()
+        ))
+        .arg("-oDebug::NoLocking=1")
+        .arg(format!("-oAPT::Install-Recommends={recommends}"))
+        .args(names)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("cannot run apt-get");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // "Inst NAME (VERSION SUITE [ARCH])"
+    Ok(stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("Inst "))
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once(" (")?;
+            let version = rest.split(' ').next()?;
+            Some((name.to_owned(), version.to_owned()))
+        })
+        .collect())
+}
+
+/// An Alpine 3.19.4 minirootfs in `dest` whose apk can solve against `indexes`: each is
+/// copied in as a local repository `/repoN/x86_64/APKINDEX.tar.gz`, and `/target` holds
+/// an empty apk database (with the minirootfs's keys), so `apk add --simulate --root
+/// /target` resolves from nothing.
+pub fn apk_solver_root(dest: &Path, indexes: &[PathBuf]) {
+    unpack_minirootfs("3.19.4", dest);
+    for (n, index) in indexes.iter().enumerate() {
+        let repo = dest.join(format!("repo{n}/x86_64"));
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::copy(index, repo.join("APKINDEX.tar.gz")).unwrap();
+    }
+    let target = dest.join("target");
+    for dir in ["lib/apk/db", "etc/apk/keys", "var/cache/apk"] {
+        std::fs::create_dir_all(target.join(dir)).unwrap();
+    }
+    for file in ["lib/apk/db/installed", "lib/apk/db/triggers", "etc/apk/world"] {
+        std::fs::write(target.join(file), b"").unwrap();
+    }
+    std::fs::write(target.join("etc/apk/arch"), b"x86_64\n").unwrap();
+    for key in std::fs::read_dir(dest.join("etc/apk/keys")).unwrap() {
+        let key = key.unwrap().path();
+        std::fs::copy(&key, target.join("etc/apk/keys").join(key.file_name().unwrap())).unwrap();
+    }
+}
+
+/// `apk add --simulate ATOMS` in a root made by [`apk_solver_root`] with `repos`
+/// repositories: the `(name, version)` pairs apk would install, or apk's output when it
+/// refuses.
+pub fn apk_simulate_add(
+    root: &Path,
+    repos: usize,
+    atoms: &[&str],
+) -> Result<std::collections::BTreeSet<(String, String)>, String> {
+    let mut cmd = chroot_apk(root);
+    cmd.args(["add", "--simulate", "--root", "/target"]);
+    for n in 0..repos {
+        cmd.args(["--repository", &format!("/repo{n}")]);
+    }
+    let out = cmd.args(atoms).output().expect("cannot run apk in the chroot");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // "(3/25) Installing NAME (VERSION)"
+    Ok(stdout
+        .lines()
+        .filter_map(|line| line.split_once(") Installing ").map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            let (name, version) = rest.split_once(" (")?;
+            Some((name.to_owned(), version.strip_suffix(')')?.to_owned()))
+        })
+        .collect())
+}
