@@ -51,19 +51,103 @@ enum PkgCommand {
         #[arg(long)]
         allow_untrusted: bool,
     },
-    /// Import package files into the repository, one commit per package (reused when
-    /// already imported).
+    /// Import packages into the repository, one commit per package (reused when already
+    /// imported): package files, or with repository options, everything the requests
+    /// resolve to (downloaded, verified and cached first).
     Import {
-        /// .apk or .deb files.
+        /// .apk or .deb files; with repository options, package requests instead.
         #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Directory of trusted apk keys; without it apk signatures are not required.
-        #[arg(long, value_name = "DIR")]
-        keys_dir: Option<PathBuf>,
+        items: Vec<String>,
+        #[command(flatten)]
+        sources: SourceArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Resolve requests against repositories and print the complete package set, in
+    /// install order.
+    Resolve {
+        /// Requests: names with optional constraints (apk `openssh`, `busybox>=1.36`,
+        /// `!vlan`; deb `openssh-server`, `libc6 (>= 2.36)`).
+        requests: Vec<String>,
+        #[command(flatten)]
+        sources: SourceArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve requests and download every package of the result into the cache.
+    Fetch {
+        /// Requests, as for `resolve`.
+        #[arg(required = true)]
+        requests: Vec<String>,
+        #[command(flatten)]
+        sources: SourceArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where packages come from. Alpine when `--apk-repo` is given; otherwise Debian, from
+/// `--deb` lines or, by default, the host's apt sources.
+#[derive(Args, Debug, Default)]
+struct SourceArgs {
+    /// Alpine repository base, URL or directory (as a line of /etc/apk/repositories);
+    /// repeatable.
+    #[arg(long, value_name = "BASE")]
+    apk_repo: Vec<String>,
+    /// Debian repository, as an apt line without `deb`: "URI SUITE COMPONENT..."; repeatable.
+    /// Without any, the host's apt sources are used.
+    #[arg(long, value_name = "\"URI SUITE COMPONENT...\"")]
+    deb: Vec<String>,
+    /// Architecture (default: x86_64 for Alpine, the host's dpkg architecture for Debian).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Trusted apk keys directory (file name = key name); default /etc/apk/keys.
+    #[arg(long, value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
+    /// Keyring for Debian Release files (default: each source's Signed-By, else
+    /// /usr/share/keyrings/debian-archive-keyring.gpg).
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<PathBuf>,
+    /// Accept unsigned indexes and packages (checksums are still checked).
+    #[arg(long)]
+    allow_untrusted: bool,
+    /// Package cache directory (default: $TREELINE_CACHE_DIR, /var/cache/treeline as
+    /// root, else ~/.cache/treeline).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Downloads in flight at once.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
+}
+
+impl SourceArgs {
+    fn given(&self) -> bool {
+        !self.apk_repo.is_empty() || !self.deb.is_empty()
+    }
+}
+
+/// How to resolve.
+#[derive(Args, Debug, Default)]
+struct PolicyArgs {
+    /// Debian: do not follow Recommends (apt's --no-install-recommends).
+    #[arg(long)]
+    no_install_recommends: bool,
+    /// Debian: add every Priority: required package (a minimal system, as debootstrap's
+    /// minbase).
+    #[arg(long)]
+    required: bool,
+    /// Debian: add every Essential: yes package.
+    #[arg(long)]
+    essential: bool,
 }
 
 /// Which format a file is, from its first bytes.
@@ -105,15 +189,59 @@ pub fn run(repo: Option<PathBuf>, args: PkgArgs) -> Result<ExitCode> {
             allow_untrusted,
         } => return verify(&files, keys_dir.as_deref(), allow_untrusted),
         PkgCommand::Import {
-            files,
-            keys_dir,
+            items,
+            sources,
+            policy,
             json,
         } => {
             let repo_path = repo.ok_or_else(|| anyhow!("import needs --repo=PATH"))?;
             let repo = treeline_store::Repo::open(&repo_path)
                 .with_context(|| format!("opening repository {}", repo_path.display()))?;
-            let keys = keys_dir.as_deref().map(load_keys).transpose()?;
-            import_files(&repo, &files, keys.as_ref(), json)?;
+            if sources.given() {
+                let resolved = resolve(&sources, &policy, &items)?;
+                let paths = fetch(&sources, &resolved)?;
+                let keys = resolved.apk_keys()?;
+                let wanted: Vec<_> = resolved
+                    .solution
+                    .install_order
+                    .iter()
+                    .zip(&paths)
+                    .map(|(&id, path)| (path.clone(), Some(&resolved.universe.packages()[id])))
+                    .collect();
+                import(&repo, &wanted, keys.as_ref(), json)?;
+            } else {
+                let keys = sources.keys_dir.as_deref().map(load_keys).transpose()?;
+                let wanted: Vec<_> = items.iter().map(|f| (PathBuf::from(f), None)).collect();
+                import(&repo, &wanted, keys.as_ref(), json)?;
+            }
+        }
+        PkgCommand::Resolve {
+            requests,
+            sources,
+            policy,
+            json,
+        } => {
+            let resolved = resolve(&sources, &policy, &requests)?;
+            print_resolved(&resolved, json)?;
+        }
+        PkgCommand::Fetch {
+            requests,
+            sources,
+            policy,
+            json,
+        } => {
+            let resolved = resolve(&sources, &policy, &requests)?;
+            let paths = fetch(&sources, &resolved)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let v: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+                serde_json::to_writer_pretty(&mut out, &v)?;
+                writeln!(out)?;
+            } else {
+                for p in paths {
+                    writeln!(out, "{}", p.display())?;
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -193,6 +321,7 @@ fn contents(file: &Path, json: bool) -> Result<()> {
                     link: e.link_target.clone(),
                 });
             }
+            data.finish()?;
         }
     }
     let mut out = std::io::stdout().lock();
@@ -266,6 +395,7 @@ fn verify_one(file: &Path, keys: Option<&Keys>) -> Result<String> {
                     .with_context(|| format!("{}: {}", file.display(), e.path))?;
                 files += 1;
             }
+            data.finish()?;
             Ok(format!("{name}: {files} entries checked against md5sums"))
         }
     }
@@ -307,9 +437,9 @@ fn verify(files: &[PathBuf], keys_dir: Option<&Path>, allow_untrusted: bool) -> 
     })
 }
 
-fn import_files(
+fn import(
     repo: &treeline_store::Repo,
-    files: &[PathBuf],
+    wanted: &[(PathBuf, Option<&treeline_pkg::PackageMeta>)],
     keys: Option<&Keys>,
     json: bool,
 ) -> Result<()> {
@@ -317,14 +447,16 @@ fn import_files(
     use treeline_store::progress::Progress;
 
     let bar = crate::progress::Bar::new("importing");
-    bar.set_total(files.len() as u64);
+    bar.set_total(wanted.len() as u64);
     let importer = treeline_pkg::import::Importer::new(repo)?;
-    let results = files
+    let results = wanted
         .par_iter()
-        .map(|file| {
+        .map(|(file, meta)| {
+            // A package from an index is pinned by the index's checksum.
+            let expected = meta.map(|m| m.checksum.as_str());
             let imported = match detect_family(file)? {
-                Family::Apk => importer.import_apk(file, None, keys),
-                Family::Deb => importer.import_deb(file, None),
+                Family::Apk => importer.import_apk(file, expected, keys),
+                Family::Deb => importer.import_deb(file, expected),
             }
             .with_context(|| format!("importing {}", file.display()))?;
             bar.advance(1, 0);
@@ -352,4 +484,265 @@ fn import_files(
         }
     }
     Ok(())
+}
+
+/// Repositories loaded and a request solved against them.
+struct Resolved {
+    family: Family,
+    sources: Vec<treeline_pkg::source::Source>,
+    /// For every universe package, the base URL of the repository it came from.
+    bases: Vec<String>,
+    universe: treeline_pkg::solve::Universe,
+    solution: treeline_pkg::solve::Solution,
+}
+
+impl Resolved {
+    /// The apk keys every package must be signed by (none when untrusted is allowed).
+    fn apk_keys(&self) -> Result<Option<Keys>> {
+        let dir = self.sources.iter().find_map(|s| match s {
+            treeline_pkg::source::Source::Apk(a) => a.keys.clone(),
+            treeline_pkg::source::Source::Deb(_) => None,
+        });
+        dir.as_deref().map(load_keys).transpose()
+    }
+}
+
+fn host_arch() -> String {
+    std::process::Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "amd64".to_owned())
+}
+
+fn build_sources(args: &SourceArgs) -> Result<(Family, Vec<treeline_pkg::source::Source>)> {
+    use treeline_pkg::source::{ApkSource, DebSource, Source};
+    if !args.apk_repo.is_empty() && !args.deb.is_empty() {
+        bail!("--apk-repo and --deb cannot be mixed: a tree is either Alpine or Debian");
+    }
+    if !args.apk_repo.is_empty() {
+        let keys = if args.allow_untrusted {
+            None
+        } else {
+            let dir = args
+                .keys_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/apk/keys"));
+            if !dir.is_dir() {
+                bail!(
+                    "no apk keys at {}: pass --keys-dir DIR (or --allow-untrusted)",
+                    dir.display()
+                );
+            }
+            Some(dir)
+        };
+        let arch = args.arch.clone().unwrap_or_else(|| "x86_64".to_owned());
+        let sources = args
+            .apk_repo
+            .iter()
+            .map(|base| {
+                Source::Apk(ApkSource {
+                    base: base.clone(),
+                    arch: arch.clone(),
+                    keys: keys.clone(),
+                })
+            })
+            .collect();
+        return Ok((Family::Apk, sources));
+    }
+    let arch = args.arch.clone().unwrap_or_else(host_arch);
+    let keyring = |default: Option<PathBuf>| {
+        if args.allow_untrusted {
+            None
+        } else {
+            args.keyring
+                .clone()
+                .or(default)
+                .or_else(|| Some(PathBuf::from(treeline_pkg::source::DEBIAN_KEYRING)))
+        }
+    };
+    let mut sources = Vec::new();
+    if args.deb.is_empty() {
+        for mut s in treeline_pkg::source::host_deb_sources(Path::new("/"), &arch)? {
+            s.keyring = keyring(s.keyring.clone());
+            sources.push(Source::Deb(s));
+        }
+        if sources.is_empty() {
+            bail!("the host's apt configuration has no sources for {arch}; pass --deb");
+        }
+    } else {
+        for line in &args.deb {
+            let mut words = line.split_whitespace();
+            let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+                bail!("--deb {line:?}: expected \"URI SUITE COMPONENT...\"");
+            };
+            sources.push(Source::Deb(DebSource {
+                uri: uri.to_owned(),
+                suite: suite.to_owned(),
+                components: words.map(str::to_owned).collect(),
+                arch: arch.clone(),
+                keyring: keyring(None),
+            }));
+        }
+    }
+    Ok((Family::Deb, sources))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn fetcher() -> Result<treeline_pull::fetch::Fetcher> {
+    Ok(treeline_pull::fetch::Fetcher::new(
+        5,
+        std::time::Duration::from_secs(60),
+    )?)
+}
+
+fn cache(args: &SourceArgs) -> treeline_pkg::cache::Cache {
+    treeline_pkg::cache::Cache::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(treeline_pkg::cache::Cache::default_dir),
+    )
+}
+
+fn resolve(
+    sources_args: &SourceArgs,
+    policy: &PolicyArgs,
+    requests: &[String],
+) -> Result<Resolved> {
+    use treeline_pkg::solve::{Request, Universe, solve};
+    if requests.is_empty() && !policy.required && !policy.essential {
+        bail!("nothing to resolve: name packages (or pass --required / --essential)");
+    }
+    let (family, sources) = build_sources(sources_args)?;
+    let rt = runtime()?;
+    let fetcher = fetcher()?;
+    let cache = cache(sources_args);
+    let repos = rt.block_on(treeline_pkg::source::load_all(&sources, &fetcher, &cache))?;
+    let mut bases = Vec::new();
+    let mut packages = Vec::new();
+    for repo in repos {
+        bases.extend(std::iter::repeat_n(repo.base.clone(), repo.packages.len()));
+        packages.extend(repo.packages);
+    }
+    let universe = Universe::new(family, packages);
+    let mut request = match family {
+        Family::Apk => Request::from_apk_world(&requests.join(" "))?,
+        Family::Deb => {
+            let mut request = Request::default();
+            let target = treeline_pkg::deb::relation::Target::arch(
+                sources
+                    .first()
+                    .map(|s| match s {
+                        treeline_pkg::source::Source::Deb(d) => d.arch.as_str(),
+                        treeline_pkg::source::Source::Apk(a) => a.arch.as_str(),
+                    })
+                    .unwrap_or("amd64"),
+            );
+            for r in requests {
+                request.install.extend(
+                    treeline_pkg::deb::relation::parse_dependencies("request", r, target)
+                        .with_context(|| format!("request {r:?}"))?,
+                );
+            }
+            request
+        }
+    };
+    request.install_recommends = !policy.no_install_recommends;
+    request.add_required = policy.required;
+    request.add_essential = policy.essential;
+    let solution = solve(&universe, &request)?;
+    Ok(Resolved {
+        family,
+        sources,
+        bases,
+        universe,
+        solution,
+    })
+}
+
+fn print_resolved(resolved: &Resolved, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let packages: Vec<_> = resolved.solution.packages(&resolved.universe).collect();
+    if json {
+        let v: Vec<_> = resolved
+            .solution
+            .install_order
+            .iter()
+            .filter_map(|&id| {
+                let p = resolved.universe.package(id)?;
+                Some(serde_json::json!({
+                    "name": p.name,
+                    "version": p.version,
+                    "arch": p.arch,
+                    "size": p.size,
+                    "installed_size": p.installed_size,
+                    "checksum": p.checksum,
+                    "url": format!("{}/{}", resolved.bases.get(id).map(String::as_str).unwrap_or(""), p.location),
+                }))
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for p in &packages {
+        writeln!(out, "{} {} {}", p.name, p.version, p.arch)?;
+    }
+    let size: u64 = packages.iter().map(|p| p.size).sum();
+    let installed: u64 = packages.iter().map(|p| p.installed_size).sum();
+    eprintln!(
+        "{} {} packages, {:.1} MB to download, {:.1} MB installed",
+        packages.len(),
+        resolved.family,
+        size as f64 / 1e6,
+        installed as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Downloads the solution's packages into the cache; returns their paths in install
+/// order.
+fn fetch(args: &SourceArgs, resolved: &Resolved) -> Result<Vec<PathBuf>> {
+    use treeline_pkg::cache::{Wanted, verify_sha256};
+    let wanted: Vec<Wanted<'_>> = resolved
+        .solution
+        .install_order
+        .iter()
+        .map(|&id| Wanted {
+            base: resolved.bases[id].clone(),
+            package: &resolved.universe.packages()[id],
+        })
+        .collect();
+    let verify = match resolved.family {
+        Family::Apk => verify_apk_identity,
+        Family::Deb => verify_sha256,
+    };
+    let bar = crate::progress::Bar::new("downloading");
+    let rt = runtime()?;
+    let fetcher = fetcher()?;
+    let cache = cache(args);
+    let paths = rt.block_on(cache.fetch_all(&fetcher, &wanted, args.jobs, verify, &bar))?;
+    Ok(paths)
+}
+
+/// An .apk from an index is pinned by its identity (SHA-1 of the control member) and
+/// the datahash the control member holds.
+fn verify_apk_identity(
+    meta: &treeline_pkg::PackageMeta,
+    path: &Path,
+) -> std::result::Result<(), String> {
+    let pkg = ApkPackage::open(path).map_err(|e| e.to_string())?;
+    pkg.check_identity(&meta.checksum)
+        .map_err(|e| e.to_string())?;
+    pkg.verify_datahash().map_err(|e| e.to_string())
 }

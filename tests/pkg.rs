@@ -253,3 +253,150 @@ fn info_and_contents_describe_the_package() {
         .collect();
     assert_eq!(ours, theirs);
 }
+
+/// The set `apk add --simulate` installs into an empty root from the ISO repository, as
+/// `name-version` lines, sorted.
+fn apk_simulated_set(scratch: &Path, requests: &[&str]) -> Vec<String> {
+    let root = scratch.join("apk-root");
+    if !root.join("sbin/apk").exists() {
+        fs::create_dir_all(&root).unwrap();
+        run_ok(
+            tool("tar")
+                .arg("-xzf")
+                .arg(test_data().join("alpine/minirootfs/alpine-minirootfs-3.19.4-x86_64.tar.gz"))
+                .arg("-C")
+                .arg(&root)
+                .arg("--numeric-owner"),
+        );
+        run_ok(
+            tool("cp")
+                .arg("-a")
+                .arg(test_data().join("alpine/v3.19-standard-iso-apks"))
+                .arg(root.join("repo")),
+        );
+    }
+    // An empty apk root: the database files, the arch and the trusted keys.
+    let target = root.join("target");
+    let _ = fs::remove_dir_all(&target);
+    for dir in ["lib/apk/db", "etc/apk", "var/cache/apk"] {
+        fs::create_dir_all(target.join(dir)).unwrap();
+    }
+    for file in [
+        "lib/apk/db/installed",
+        "lib/apk/db/triggers",
+        "etc/apk/world",
+    ] {
+        fs::write(target.join(file), b"").unwrap();
+    }
+    fs::write(target.join("etc/apk/arch"), b"x86_64\n").unwrap();
+    run_ok(
+        tool("cp")
+            .arg("-a")
+            .arg(root.join("etc/apk/keys"))
+            .arg(target.join("etc/apk/keys")),
+    );
+    let out = run_ok(
+        tool("chroot")
+            .arg(&root)
+            .args([
+                "/sbin/apk",
+                "--no-network",
+                "--root",
+                "/target",
+                "--initdb",
+                "--repository",
+                "/repo",
+                "--keys-dir",
+                "/etc/apk/keys",
+                "add",
+                "--simulate",
+            ])
+            .args(requests),
+    );
+    // "(3/18) Installing musl (1.2.4_git20230717-r4)"
+    let mut set: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(" Installing ")?.1;
+            let (name, version) = rest.split_once(" (")?;
+            Some(format!("{name}-{}", version.trim_end_matches(')')))
+        })
+        .collect();
+    set.sort();
+    assert!(!set.is_empty(), "apk installed nothing: {out}");
+    set
+}
+
+#[test]
+fn resolve_fetch_and_import_from_an_alpine_repository_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = alpine_keys(&tmp.path().join("root"));
+    let served = test_data().join("alpine/v3.19-standard-iso-apks");
+    let nginx = Nginx::start(&served, &tmp.path().join("nginx"));
+    let cache = tmp.path().join("cache");
+    let requests = ["alpine-base", "openssh", "chrony"];
+    let source = |cmd: &mut std::process::Command| {
+        cmd.arg("--apk-repo")
+            .arg(&nginx.url)
+            .arg("--keys-dir")
+            .arg(&keys)
+            .arg("--cache-dir")
+            .arg(&cache);
+    };
+
+    let mut resolve = treeline();
+    resolve.args(["pkg", "resolve", "--json"]);
+    source(&mut resolve);
+    resolve.args(requests);
+    let solved: serde_json::Value = serde_json::from_str(&run_ok(&mut resolve)).unwrap();
+    let mut ours: Vec<String> = solved
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}-{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    ours.sort();
+    assert_eq!(ours, apk_simulated_set(tmp.path(), &requests));
+
+    let repo = tmp.path().join("repo");
+    run_ok(tl(&repo).args(["init", "--mode=bare-user"]));
+    let mut import = tl(&repo);
+    import.args(["pkg", "import", "--json"]);
+    source(&mut import);
+    import.args(requests);
+    let imported: serde_json::Value = serde_json::from_str(&run_ok(&mut import)).unwrap();
+    assert_eq!(imported.as_array().unwrap().len(), ours.len());
+    run_ok(ostree(&repo).arg("fsck"));
+    let after_first = nginx.requests();
+
+    // Again: the cache holds every package, the store every commit; only the index is
+    // fetched.
+    let imported: serde_json::Value = serde_json::from_str(&run_ok(&mut import)).unwrap();
+    assert!(
+        imported
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["reused"] == true)
+    );
+    assert_eq!(
+        nginx.requests(),
+        after_first + 1,
+        "only the index is fetched again"
+    );
+
+    // A conflict is explained, naming both sides.
+    let mut conflict = treeline();
+    conflict.args(["pkg", "resolve"]);
+    source(&mut conflict);
+    conflict.args(["ifupdown-ng", "vlan"]);
+    let out = run_fail(&mut conflict);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vlan") && err.contains("ifupdown-ng"), "{err}");
+}
