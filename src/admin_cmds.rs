@@ -82,7 +82,11 @@ pub struct DeployArgs {
     #[arg(long = "karg", value_name = "KEY=VALUE", allow_hyphen_values = true)]
     karg: Vec<String>,
     /// Append a kernel argument (repeatable).
-    #[arg(long = "karg-append", value_name = "KEY=VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "karg-append",
+        value_name = "KEY=VALUE",
+        allow_hyphen_values = true
+    )]
     karg_append: Vec<String>,
     /// Start from the running kernel's arguments instead of the merge deployment's.
     #[arg(long)]
@@ -99,8 +103,8 @@ pub struct DeployArgs {
 }
 
 fn booted_source(sysroot: &Path) -> Result<Booted> {
-    let canonical = std::fs::canonicalize(sysroot)
-        .with_context(|| format!("sysroot {}", sysroot.display()))?;
+    let canonical =
+        std::fs::canonicalize(sysroot).with_context(|| format!("sysroot {}", sysroot.display()))?;
     if canonical == Path::new("/") {
         let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
         Ok(Booted::Cmdline(cmdline))
@@ -186,8 +190,12 @@ pub fn run(args: AdminArgs) -> Result<ExitCode> {
 fn pin(root: &Path, index: &str, on: bool) -> Result<()> {
     let mut s = open_locked(root)?;
     let i = resolve_index(&s, index)?;
-    s.set_pinned(i, on)
-        .with_context(|| format!("{} deployment {i}", if on { "pinning" } else { "unpinning" }))?;
+    s.set_pinned(i, on).with_context(|| {
+        format!(
+            "{} deployment {i}",
+            if on { "pinning" } else { "unpinning" }
+        )
+    })?;
     let id = s.get(i)?.display_id();
     println!(
         "Deployment {i} ({id}) is now {}",
@@ -207,7 +215,10 @@ fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
                 match all.as_slice() {
                     [one] => one.clone(),
                     [] => bail!("no stateroot: create one with `admin os-init OSNAME`"),
-                    _ => bail!("several stateroots ({}): choose one with --os", all.join(", ")),
+                    _ => bail!(
+                        "several stateroots ({}): choose one with --os",
+                        all.join(", ")
+                    ),
                 }
             }
         },

@@ -9,7 +9,14 @@ pub struct BootEntry {
 }
 
 /// Keys written first, in this order, as ostree does.
-const KEY_ORDER: &[&str] = &["title", "version", "options", "devicetree", "linux", "initrd"];
+const KEY_ORDER: &[&str] = &[
+    "title",
+    "version",
+    "options",
+    "devicetree",
+    "linux",
+    "initrd",
+];
 
 impl BootEntry {
     /// Parse an entry. Blank lines and `#` comments are skipped; a line is a key, blanks,
@@ -55,7 +62,12 @@ impl BootEntry {
     /// initrd`), then the others in their order.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let rank = |k: &str| KEY_ORDER.iter().position(|o| *o == k).unwrap_or(KEY_ORDER.len());
+        let rank = |k: &str| {
+            KEY_ORDER
+                .iter()
+                .position(|o| *o == k)
+                .unwrap_or(KEY_ORDER.len())
+        };
         let mut sorted: Vec<&(String, String)> = self.fields.iter().collect();
         sorted.sort_by_key(|(k, _)| rank(k));
         for (k, v) in sorted {
@@ -185,7 +197,10 @@ mod tests {
         assert_eq!(k.to_string(), "root=LABEL=root quiet console=ttyS1");
         k.replace("rw");
         k.append("quiet");
-        assert_eq!(k.to_string(), "root=LABEL=root quiet console=ttyS1 rw quiet");
+        assert_eq!(
+            k.to_string(),
+            "root=LABEL=root quiet console=ttyS1 rw quiet"
+        );
         assert_eq!(k.get("root"), Some("LABEL=root"));
         k.remove_key("quiet");
         assert_eq!(k.to_string(), "root=LABEL=root console=ttyS1 rw");

@@ -110,9 +110,9 @@ impl Sysroot {
                 .at(&bootdir)?;
             names.sort();
             for name in names {
-                let is_kernel_dir = name
-                    .rsplit_once('-')
-                    .is_some_and(|(_, c)| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+                let is_kernel_dir = name.rsplit_once('-').is_some_and(|(_, c)| {
+                    c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit())
+                });
                 let stale_tmp = name.starts_with(".tmp-");
                 if (is_kernel_dir && !boot_live.contains(&name)) || stale_tmp {
                     fsutil::remove_tree(&bootdir.join(&name))?;

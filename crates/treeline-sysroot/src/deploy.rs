@@ -111,7 +111,11 @@ impl Sysroot {
         fault::point("deploy-after-checkout");
 
         let commit = checksum.to_string();
-        let etc_report = prepare_etc(&staging, &commit, merge.as_ref().map(|m| self.deployment_path(m)))?;
+        let etc_report = prepare_etc(
+            &staging,
+            &commit,
+            merge.as_ref().map(|m| self.deployment_path(m)),
+        )?;
         fault::point("deploy-after-etc-merge");
 
         let layout = kernel::find_kernel(&staging)?.ok_or_else(|| Error::BadTree {
@@ -119,7 +123,10 @@ impl Sysroot {
             reason: "no kernel: expected usr/lib/modules/<kver>/vmlinuz".into(),
         })?;
         let prefix = format!("/ostree/{}-{}", opts.stateroot, layout.bootcsum);
-        let mut boot_files = vec![("linux".to_owned(), format!("{prefix}/{}", layout.kernel_name))];
+        let mut boot_files = vec![(
+            "linux".to_owned(),
+            format!("{prefix}/{}", layout.kernel_name),
+        )];
         if let Some(i) = &layout.initramfs_name {
             boot_files.push(("initrd".to_owned(), format!("{prefix}/{i}")));
         }
@@ -177,7 +184,11 @@ impl Sysroot {
 
 /// Give a fresh checkout its `/etc`: a copy of `usr/etc` (a tree with only `etc` has it
 /// moved to `usr/etc` first), then the merge deployment's local changes.
-fn prepare_etc(root: &Path, commit: &str, merge_dir: Option<std::path::PathBuf>) -> Result<EtcMergeReport> {
+fn prepare_etc(
+    root: &Path,
+    commit: &str,
+    merge_dir: Option<std::path::PathBuf>,
+) -> Result<EtcMergeReport> {
     let usr_etc = root.join("usr/etc");
     let etc = root.join("etc");
     let has_usr_etc = usr_etc.is_dir();

@@ -291,10 +291,7 @@ mod tests {
         assert!(!n.join("c").exists());
         assert_eq!(fs::read_to_string(n.join("sub/x")).unwrap(), "x");
         assert_eq!(fs::read_to_string(n.join("m")).unwrap(), "m");
-        assert_eq!(
-            fs::metadata(n.join("m")).unwrap().mode() & 0o7777,
-            0o600
-        );
+        assert_eq!(fs::metadata(n.join("m")).unwrap().mode() & 0o7777, 0o600);
         assert_eq!(r.removed, vec!["c".to_owned()]);
         assert_eq!(r.added, vec!["sub".to_owned()]);
         assert_eq!(r.modified, vec!["b".to_owned(), "m".to_owned()]);

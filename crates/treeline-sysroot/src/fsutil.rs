@@ -68,10 +68,14 @@ pub(crate) fn swap_symlink(target: &str, link: &Path) -> Result<()> {
 /// Read a symlink's target as UTF-8; `None` when it does not exist.
 pub(crate) fn read_link_opt(path: &Path) -> Result<Option<String>> {
     match fs::read_link(path) {
-        Ok(t) => t.into_os_string().into_string().map(Some).map_err(|_| Error::Layout {
-            path: path.to_path_buf(),
-            reason: "symlink target is not UTF-8".into(),
-        }),
+        Ok(t) => t
+            .into_os_string()
+            .into_string()
+            .map(Some)
+            .map_err(|_| Error::Layout {
+                path: path.to_path_buf(),
+                reason: "symlink target is not UTF-8".into(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at(path),
     }
@@ -257,9 +261,6 @@ mod tests {
             fs::metadata(dest.join("sub")).unwrap().mode() & 0o7777,
             0o750
         );
-        assert_eq!(
-            fs::read_link(dest.join("l")).unwrap(),
-            Path::new("sub/f")
-        );
+        assert_eq!(fs::read_link(dest.join("l")).unwrap(), Path::new("sub/f"));
     }
 }

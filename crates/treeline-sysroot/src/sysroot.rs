@@ -528,7 +528,8 @@ impl Sysroot {
         let n = deployments.len();
         for (i, (d, serial)) in deployments.iter().zip(&serials).enumerate() {
             let version = n - i;
-            let entry = self.boot_entry(&repo, d, i, version, multiple_stateroots, new_b, *serial)?;
+            let entry =
+                self.boot_entry(&repo, d, i, version, multiple_stateroots, new_b, *serial)?;
             let p = entries_dir.join(format!("ostree-{version}-{}.conf", d.stateroot));
             fsutil::write_atomic(&p, entry.to_text().as_bytes(), 0o644)?;
         }
@@ -540,7 +541,8 @@ impl Sysroot {
         // swap is done, so some ref always protects what may boot).
         for (i, d) in deployments.iter().enumerate() {
             let spec = deployment_ref(new_b, new_s, i);
-            repo.set_ref(&spec, Some(&d.checksum)).in_repo(repo.path())?;
+            repo.set_ref(&spec, Some(&d.checksum))
+                .in_repo(repo.path())?;
         }
         fault::point("write-after-refs");
 
