@@ -573,3 +573,87 @@ fn deploy_killed_at_any_step_leaves_old_or_new_default_complete() {
         force_remove(&s);
     }
 }
+
+#[test]
+fn sysroot_lock_excludes_ostree_admin() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let lock = treeline_sysroot::SysrootLock::acquire(&s).unwrap();
+    // ostree waits for the lock we hold ("Waiting for sysroot lock..."), so it cannot
+    // finish within the timeout. (`os-init` takes no lock in ostree; `cleanup` does.)
+    let out = tool("timeout")
+        .args(["3", "ostree", "admin", "cleanup"])
+        .arg(format!("--sysroot={}", s.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "ostree did not wait for our lock: {out:?}");
+    drop(lock);
+    ostree_admin(&s, &["cleanup"]);
+    // And treeline waits for a lock ostree (or another treeline) holds.
+    let held = treeline_sysroot::SysrootLock::acquire(&s).unwrap();
+    let out = tool("timeout")
+        .args(["3"])
+        .arg(env!("CARGO_BIN_EXE_treeline"))
+        .args(["admin", "cleanup"])
+        .arg(format!("--sysroot={}", s.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "treeline did not wait: {out:?}");
+    drop(held);
+    run_ok(admin(&s).arg("cleanup"));
+}
+
+#[test]
+fn booted_deployment_is_found_from_the_ostree_karg_and_always_kept() {
+    use treeline_sysroot::{Booted, DeployOptions, Sysroot};
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    let mut c = Vec::new();
+    for v in 1..=2 {
+        make_tree(&tree, &format!("kernel {v}\n"), &[("motd", "m\n")]);
+        c.push(commit(&s, &tree, "testos/stable", &format!("{v}.0"), false));
+        run_ok(admin(&s).args(["deploy", "testos/stable", "--karg=console=ttyS0"]));
+    }
+    // Pretend the machine booted the older deployment (index 1).
+    let entry = fs::read_to_string(s.join("boot/loader/entries/ostree-1-testos.conf")).unwrap();
+    let opts = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .unwrap()
+        .to_owned();
+    let cmdline = format!("BOOT_IMAGE=/vmlinuz {opts} rw\n");
+    let sr = Sysroot::open(&s, Booted::Cmdline(cmdline.clone())).unwrap();
+    assert_eq!(sr.booted_index(), Some(1));
+    let st = sr.status().unwrap();
+    assert!(st[0].pending && !st[0].booted, "the newer default is pending");
+    assert!(st[1].booted && !st[1].rollback);
+    drop(sr);
+
+    // A new deployment keeps the booted one (merge source) and drops the pending one.
+    let mut sr = Sysroot::open_locked(&s, Booted::Cmdline(cmdline.clone())).unwrap();
+    make_tree(&tree, "kernel 3\n", &[("motd", "m\n")]);
+    let c3 = commit(&s, &tree, "testos/stable", "3.0", false);
+    let r = sr
+        .deploy(&DeployOptions {
+            stateroot: "testos".into(),
+            revision: "testos/stable".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.merge_from.unwrap().checksum.to_string(), c[0]);
+    let got: Vec<String> = sr.deployments().iter().map(|d| d.name()).collect();
+    assert_eq!(got, vec![format!("{c3}.0"), format!("{}.0", c[0])]);
+    assert_eq!(sr.booted_index(), Some(1));
+    // The booted deployment can be neither undeployed nor dropped.
+    assert!(matches!(
+        sr.undeploy(1),
+        Err(treeline_sysroot::Error::Refused { .. })
+    ));
+    // Rollback with a pending deployment makes the booted one the default again.
+    let d = sr.rollback().unwrap();
+    assert_eq!(d.checksum.to_string(), c[0]);
+    assert_eq!(sr.booted_index(), Some(0));
+    drop(sr);
+    assert_eq!(ostree_status(&s), treeline_status(&s));
+}
