@@ -586,7 +586,11 @@ fn sysroot_lock_excludes_ostree_admin() {
         .arg(format!("--sysroot={}", s.display()))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(124), "ostree did not wait for our lock: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "ostree did not wait for our lock: {out:?}"
+    );
     drop(lock);
     ostree_admin(&s, &["cleanup"]);
     // And treeline waits for a lock ostree (or another treeline) holds.
@@ -598,7 +602,11 @@ fn sysroot_lock_excludes_ostree_admin() {
         .arg(format!("--sysroot={}", s.display()))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(124), "treeline did not wait: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "treeline did not wait: {out:?}"
+    );
     drop(held);
     run_ok(admin(&s).arg("cleanup"));
 }
@@ -626,7 +634,10 @@ fn booted_deployment_is_found_from_the_ostree_karg_and_always_kept() {
     let sr = Sysroot::open(&s, Booted::Cmdline(cmdline.clone())).unwrap();
     assert_eq!(sr.booted_index(), Some(1));
     let st = sr.status().unwrap();
-    assert!(st[0].pending && !st[0].booted, "the newer default is pending");
+    assert!(
+        st[0].pending && !st[0].booted,
+        "the newer default is pending"
+    );
     assert!(st[1].booted && !st[1].rollback);
     drop(sr);
 
@@ -656,4 +667,55 @@ fn booted_deployment_is_found_from_the_ostree_karg_and_always_kept() {
     assert_eq!(sr.booted_index(), Some(0));
     drop(sr);
     assert_eq!(ostree_status(&s), treeline_status(&s));
+}
+
+#[test]
+fn cleanup_killed_at_any_step_keeps_the_default_and_a_valid_repo() {
+    let scratch = SysrootScratch::new();
+    let steps = [
+        "cleanup-after-boot-versions",
+        "cleanup-during-deployments",
+        "cleanup-before-prune",
+        "prune-during-delete",
+    ];
+    for step in steps {
+        let s = new_sysroot(&scratch, &format!("s-{step}"), false);
+        let tree = scratch.path().join("tree");
+        make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+        commit(&s, &tree, "testos/stable", "1.0", false);
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        // Garbage for cleanup: a deployment directory no boot entry references (a deploy
+        // killed after creating it) and an unreferenced commit.
+        make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+        commit(&s, &tree, "testos/next", "2.0", false);
+        let out = admin(&s)
+            .args(["deploy", "testos/next"])
+            .env("TREELINE_FAULT", "deploy-after-deployment-dir")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        run_ok(tl(&repo_of(&s)).args(["refs", "--delete", "testos/next"]));
+        let before = assert_default_complete(&s, step);
+
+        let out = admin(&s)
+            .arg("cleanup")
+            .env("TREELINE_FAULT", step)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{step}: the fault did not fire");
+        assert_eq!(assert_default_complete(&s, step), before, "{step}");
+        run_ok(admin(&s).arg("cleanup"));
+        assert_eq!(assert_default_complete(&s, step), before, "{step}");
+        run_ok(ostree(&repo_of(&s)).arg("fsck"));
+        let dirs = fs::read_dir(s.join("ostree/deploy/testos/deploy"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(
+            dirs, 1,
+            "{step}: the unreferenced deployment was not removed"
+        );
+        clear_deployment_immutable(&s);
+        force_remove(&s);
+    }
 }
