@@ -1,5 +1,6 @@
 //! treeline: image-based Linux systems with atomic updates, on an OSTree-compatible store.
 
+mod admin_cmds;
 mod delta_cmds;
 mod pkg_cmds;
 mod progress;

@@ -131,6 +131,8 @@ pub enum Command {
     StaticDelta(crate::delta_cmds::DeltaArgs),
     /// Alpine and Debian packages: info, contents, verify, resolve, import.
     Pkg(crate::pkg_cmds::PkgArgs),
+    /// Deployments on a target: init-fs, os-init, deploy, status, rollback, pin, cleanup.
+    Admin(crate::admin_cmds::AdminArgs),
 }
 
 /// `commit` flags.
@@ -432,6 +434,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
         Command::Serve(args) => crate::serve::run(open_repo(&repo_path)?.path(), &args)?,
         Command::StaticDelta(args) => return crate::delta_cmds::run(repo_path, args),
         Command::Pkg(args) => return crate::pkg_cmds::run(repo_path, args),
+        Command::Admin(args) => return crate::admin_cmds::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -473,5 +473,53 @@ impl Drop for Nginx {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+/// Clear the immutable attribute ostree and treeline set on deployment directories
+/// (`ostree/deploy/*/deploy/*`), so a test sysroot can be deleted.
+pub fn clear_deployment_immutable(sysroot: &Path) {
+    let Ok(stateroots) = fs::read_dir(sysroot.join("ostree/deploy")) else {
+        return;
+    };
+    for os in stateroots.flatten() {
+        let Ok(deps) = fs::read_dir(os.path().join("deploy")) else {
+            continue;
+        };
+        for d in deps.flatten() {
+            if d.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = Command::new("chattr").arg("-i").arg(d.path()).status();
+            }
+        }
+    }
+}
+
+/// A temporary directory for sysroots; on drop, every sysroot directly inside it loses
+/// its immutable bits and the whole directory is deleted.
+pub struct SysrootScratch {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl SysrootScratch {
+    /// A new empty scratch directory.
+    pub fn new() -> Self {
+        SysrootScratch {
+            dir: Some(tempfile::tempdir().unwrap()),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for SysrootScratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            if let Ok(entries) = fs::read_dir(dir.path()) {
+                for e in entries.flatten() {
+                    clear_deployment_immutable(&e.path());
+                }
+            }
+            drop(dir);
+        }
     }
 }

@@ -7,6 +7,18 @@ pub const STEPS: &[&str] = &[
     "commit-during-rename",
     "commit-before-ref",
     "prune-during-delete",
+    // treeline-sysroot (its FAULT_STEPS lists the same names).
+    "deploy-after-checkout",
+    "deploy-after-etc-merge",
+    "deploy-after-deployment-dir",
+    "write-after-kernels",
+    "write-after-bootlinks",
+    "write-after-entries",
+    "write-after-refs",
+    "write-after-swap",
+    "cleanup-after-boot-versions",
+    "cleanup-during-deployments",
+    "cleanup-before-prune",
 ];
 
 /// Abort here if `TREELINE_FAULT` names this step.

@@ -1,0 +1,721 @@
+//! `treeline admin` against the real `ostree admin`: each reads the sysroot the other
+//! wrote, the /etc merge keeps local changes, and a deploy killed at any step leaves a
+//! complete default deployment.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// `treeline admin ... --sysroot=S`, with the test-controlled variables cleared.
+fn admin(sysroot: &Path) -> Command {
+    let mut c = treeline();
+    c.env_remove("TREELINE_FAULT").env_remove("OSTREE_REPO");
+    c.arg("admin")
+        .arg(format!("--sysroot={}", sysroot.display()));
+    c
+}
+
+fn ostree_admin(sysroot: &Path, args: &[&str]) -> String {
+    let mut c = tool("ostree");
+    c.arg("admin")
+        .args(args)
+        .arg(format!("--sysroot={}", sysroot.display()));
+    run_ok(&mut c)
+}
+
+fn repo_of(sysroot: &Path) -> PathBuf {
+    sysroot.join("ostree/repo")
+}
+
+/// A small OS tree: os-release, a kernel and initramfs in usr/lib/modules, a binary, and
+/// the given /usr/etc files.
+fn make_tree(dir: &Path, kernel: &str, etc: &[(&str, &str)]) {
+    if dir.exists() {
+        force_remove(dir);
+    }
+    write_file(
+        dir,
+        "usr/lib/os-release",
+        b"NAME=TestOS\nID=testos\nPRETTY_NAME=\"TestOS 42\"\n",
+        0o644,
+    );
+    write_file(
+        dir,
+        "usr/lib/modules/6.1.0/vmlinuz",
+        kernel.as_bytes(),
+        0o644,
+    );
+    write_file(
+        dir,
+        "usr/lib/modules/6.1.0/initramfs.img",
+        b"an initramfs\n",
+        0o644,
+    );
+    write_file(dir, "usr/bin/true", b"#!/bin/sh\n", 0o755);
+    fs::create_dir_all(dir.join("usr/etc")).unwrap();
+    for (rel, content) in etc {
+        write_file(&dir.join("usr/etc"), rel, content.as_bytes(), 0o644);
+    }
+}
+
+/// Commit `dir` to `branch` of the sysroot's repository with treeline (or ostree), with a
+/// `version`; returns the commit checksum.
+fn commit(sysroot: &Path, dir: &Path, branch: &str, version: &str, with_ostree: bool) -> String {
+    let repo = repo_of(sysroot);
+    let mut c = if with_ostree {
+        ostree(&repo)
+    } else {
+        tl(&repo)
+    };
+    c.args(["commit", "-b", branch])
+        .arg(format!("--add-metadata-string=version={version}"))
+        .arg(format!("--subject=v{version}"))
+        .arg(dir);
+    run_ok(&mut c);
+    run_ok(ostree(&repo).args(["rev-parse", branch]))
+        .trim()
+        .to_owned()
+}
+
+/// One deployment as a status shows it.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Shown {
+    stateroot: String,
+    name: String,
+    refspec: Option<String>,
+    pinned: bool,
+}
+
+/// Parse `ostree admin status` (not booted: no `*`).
+fn ostree_status(sysroot: &Path) -> Vec<Shown> {
+    let out = ostree_admin(sysroot, &["status"]);
+    let mut v: Vec<Shown> = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+            let mut parts = rest.split_whitespace();
+            v.push(Shown {
+                stateroot: parts.next().unwrap().to_owned(),
+                name: parts.next().unwrap().to_owned(),
+                refspec: None,
+                pinned: false,
+            });
+        } else if let Some(r) = line.trim().strip_prefix("origin refspec: ") {
+            v.last_mut().unwrap().refspec = Some(r.to_owned());
+        } else if line.trim() == "Pinned: yes" {
+            v.last_mut().unwrap().pinned = true;
+        }
+    }
+    v
+}
+
+fn treeline_status_json(sysroot: &Path) -> serde_json::Value {
+    let out = run_ok(admin(sysroot).args(["status", "--json"]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}:\n{out}"))
+}
+
+fn treeline_status(sysroot: &Path) -> Vec<Shown> {
+    treeline_status_json(sysroot)["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| Shown {
+            stateroot: d["stateroot"].as_str().unwrap().to_owned(),
+            name: d["id"].as_str().unwrap().to_owned(),
+            refspec: d["origin_refspec"].as_str().map(str::to_owned),
+            pinned: d["pinned"].as_bool().unwrap(),
+        })
+        .collect()
+}
+
+fn names(v: &[Shown]) -> Vec<String> {
+    v.iter().map(|s| s.name.clone()).collect()
+}
+
+/// A sysroot with stateroot `testos`, made by treeline or by ostree.
+fn new_sysroot(scratch: &SysrootScratch, name: &str, with_ostree: bool) -> PathBuf {
+    let s = scratch.path().join(name);
+    fs::create_dir_all(&s).unwrap();
+    if with_ostree {
+        ostree_admin(&s, &["init-fs", &s.display().to_string()]);
+        ostree_admin(&s, &["os-init", "testos"]);
+    } else {
+        run_ok(admin(&s).arg("init-fs").arg(&s));
+        run_ok(admin(&s).args(["os-init", "testos"]));
+    }
+    s
+}
+
+fn deployment_dir(sysroot: &Path, name: &str) -> PathBuf {
+    sysroot.join("ostree/deploy/testos/deploy").join(name)
+}
+
+#[test]
+fn sysroot_made_by_treeline_is_read_by_ostree_admin_status() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args([
+        "deploy",
+        "--os=testos",
+        "testos/stable",
+        "--karg=root=LABEL=root",
+        "--karg=quiet",
+    ]));
+
+    // The first deployment is byte-for-byte what ostree 2022.7 writes for it.
+    let entry = fs::read_to_string(s.join("boot/loader/entries/ostree-1-testos.conf")).unwrap();
+    let bootcsum = "7bd091ad6955c0e7ef41bab65adb016275664b55efc0d10a0c8cb263da3c1e4e";
+    assert_eq!(
+        entry,
+        format!(
+            "title TestOS 42 1.0 (ostree:0)\nversion 1\noptions root=LABEL=root quiet ostree=/ostree/boot.1/testos/{bootcsum}/0\nlinux /ostree/testos-{bootcsum}/vmlinuz-6.1.0\ninitrd /ostree/testos-{bootcsum}/initramfs-6.1.0.img\n"
+        )
+    );
+    assert_eq!(
+        fs::read_link(s.join("boot/loader")).unwrap(),
+        Path::new("loader.1")
+    );
+    assert_eq!(
+        run_ok(ostree(&repo_of(&s)).args(["rev-parse", "ostree/1/1/0"])).trim(),
+        c1
+    );
+    assert_eq!(
+        fs::read_to_string(s.join(format!("ostree/deploy/testos/deploy/{c1}.0.origin"))).unwrap(),
+        "[origin]\nrefspec=testos/stable\n"
+    );
+
+    make_tree(&tree, "a second kernel\n", &[("motd", "v2\n")]);
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    run_ok(admin(&s).args(["deploy", "testos/stable"]));
+
+    let ours = treeline_status(&s);
+    assert_eq!(names(&ours), vec![format!("{c2}.0"), format!("{c1}.0")]);
+    assert_eq!(ostree_status(&s), ours, "ostree admin status disagrees");
+    assert_eq!(ours[0].refspec.as_deref(), Some("testos/stable"));
+    // Kernel arguments carried over from the merge deployment.
+    let json = treeline_status_json(&s);
+    assert_eq!(json["deployments"][0]["kargs"], "root=LABEL=root quiet");
+    assert_eq!(json["deployments"][0]["version"], "2.0");
+    assert_eq!(json["booted"], serde_json::Value::Null);
+
+    // ostree can in turn deploy on top of what treeline wrote, and treeline reads it.
+    make_tree(&tree, "a third kernel\n", &[("motd", "v3\n")]);
+    let c3 = commit(&s, &tree, "testos/stable", "3.0", true);
+    ostree_admin(&s, &["deploy", "--os=testos", "testos/stable"]);
+    let after = treeline_status(&s);
+    assert_eq!(names(&after), vec![format!("{c3}.0"), format!("{c2}.0")]);
+    assert_eq!(ostree_status(&s), after);
+    run_ok(ostree(&repo_of(&s)).arg("fsck"));
+}
+
+#[test]
+fn sysroot_made_by_ostree_is_read_and_upgraded_by_treeline() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", true);
+    let tree = scratch.path().join("tree");
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[("motd", "v1\n"), ("hosts", "127.0.0.1 localhost\n")],
+    );
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", true);
+    ostree_admin(
+        &s,
+        &[
+            "deploy",
+            "--os=testos",
+            "testos/stable",
+            "--karg=root=LABEL=root",
+        ],
+    );
+    make_tree(
+        &tree,
+        "a second kernel\n",
+        &[("motd", "v2\n"), ("hosts", "127.0.0.1 localhost\n")],
+    );
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", true);
+    ostree_admin(&s, &["deploy", "--os=testos", "testos/stable"]);
+    assert_eq!(treeline_status(&s), ostree_status(&s));
+    assert_eq!(
+        names(&treeline_status(&s)),
+        vec![format!("{c2}.0"), format!("{c1}.0")]
+    );
+
+    // A local change in the default deployment's /etc, then a treeline upgrade.
+    let etc = deployment_dir(&s, &format!("{c2}.0")).join("etc");
+    fs::write(etc.join("hosts"), "10.0.0.1 local\n").unwrap();
+    make_tree(
+        &tree,
+        "a third kernel\n",
+        &[("motd", "v3\n"), ("hosts", "127.0.0.1 localhost\n")],
+    );
+    let c3 = commit(&s, &tree, "testos/stable", "3.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+
+    let st = ostree_status(&s);
+    assert_eq!(names(&st), vec![format!("{c3}.0"), format!("{c2}.0")]);
+    assert_eq!(st, treeline_status(&s));
+    let new_etc = deployment_dir(&s, &format!("{c3}.0")).join("etc");
+    assert_eq!(
+        fs::read_to_string(new_etc.join("hosts")).unwrap(),
+        "10.0.0.1 local\n"
+    );
+    assert_eq!(fs::read_to_string(new_etc.join("motd")).unwrap(), "v3\n");
+    // The first deployment was dropped and cleaned up, its kernel too.
+    assert!(!deployment_dir(&s, &format!("{c1}.0")).exists());
+    let kernels: Vec<_> = fs::read_dir(s.join("boot/ostree")).unwrap().collect();
+    assert_eq!(kernels.len(), 2);
+    assert!(
+        fs::read_to_string(s.join("boot/loader/entries/ostree-2-testos.conf"))
+            .unwrap()
+            .contains("options root=LABEL=root ostree=")
+    );
+
+    // ostree can still undeploy and clean up what treeline wrote.
+    ostree_admin(&s, &["undeploy", "1"]);
+    assert_eq!(names(&treeline_status(&s)), vec![format!("{c3}.0")]);
+    run_ok(ostree(&repo_of(&s)).arg("fsck"));
+}
+
+/// One line per path of a tree: kind, mode, uid, gid, content, user xattrs.
+fn etc_snapshot(dir: &Path) -> std::collections::BTreeMap<String, Entry> {
+    snapshot(dir, true, true)
+}
+
+#[test]
+fn etc_merge_keeps_local_changes_and_takes_new_defaults() {
+    let scratch = SysrootScratch::new();
+    let files_v1: &[(&str, &str)] = &[
+        ("edited", "default 1\n"),
+        ("edited-both", "default 1\n"),
+        ("upstream", "default 1\n"),
+        ("deleted", "default 1\n"),
+        ("chmodded", "secret\n"),
+        ("dir/inner", "inner 1\n"),
+    ];
+    let files_v2: &[(&str, &str)] = &[
+        ("edited", "default 1\n"),
+        ("edited-both", "default 2\n"),
+        ("upstream", "default 2\n"),
+        ("deleted", "default 2\n"),
+        ("chmodded", "secret\n"),
+        ("dir/inner", "inner 2\n"),
+        ("brand-new", "new in v2\n"),
+    ];
+    // The same scenario on a sysroot deployed by treeline and one deployed by ostree.
+    let mut results = Vec::new();
+    for with_ostree in [false, true] {
+        let s = new_sysroot(
+            &scratch,
+            if with_ostree {
+                "by-ostree"
+            } else {
+                "by-treeline"
+            },
+            with_ostree,
+        );
+        let tree = scratch.path().join("tree");
+        make_tree(&tree, "a kernel\n", files_v1);
+        let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+        let deploy = |rev: &str| {
+            if with_ostree {
+                ostree_admin(&s, &["deploy", "--os=testos", rev]);
+            } else {
+                run_ok(admin(&s).args(["deploy", "--os=testos", rev]));
+            }
+        };
+        deploy("testos/stable");
+        let etc = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+        fs::write(etc.join("edited"), "local\n").unwrap();
+        fs::write(etc.join("edited-both"), "local\n").unwrap();
+        fs::remove_file(etc.join("deleted")).unwrap();
+        fs::set_permissions(etc.join("chmodded"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(etc.join("chmodded"), Some(1234), Some(5678)).unwrap();
+        fs::create_dir(etc.join("added-dir")).unwrap();
+        fs::write(etc.join("added-dir/mine"), "mine\n").unwrap();
+        run_ok(
+            tool("setfattr")
+                .args(["-n", "user.test", "-v", "kept"])
+                .arg(etc.join("added-dir/mine")),
+        );
+        std::os::unix::fs::symlink("edited", etc.join("added-link")).unwrap();
+
+        make_tree(&tree, "a kernel\n", files_v2);
+        let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+        deploy("testos/stable");
+        let new = deployment_dir(&s, &format!("{c2}.0")).join("etc");
+        let read = |p: &str| fs::read_to_string(new.join(p)).unwrap();
+        assert_eq!(read("edited"), "local\n", "locally changed file survives");
+        assert_eq!(
+            read("edited-both"),
+            "local\n",
+            "local change wins over a new default"
+        );
+        assert_eq!(
+            read("upstream"),
+            "default 2\n",
+            "file changed only upstream is new"
+        );
+        assert_eq!(read("dir/inner"), "inner 2\n");
+        assert_eq!(read("brand-new"), "new in v2\n");
+        assert!(
+            !new.join("deleted").exists(),
+            "locally deleted file stays deleted"
+        );
+        let md = fs::metadata(new.join("chmodded")).unwrap();
+        assert_eq!(
+            (md.mode() & 0o7777, md.uid(), md.gid()),
+            (0o600, 1234, 5678)
+        );
+        assert_eq!(read("added-dir/mine"), "mine\n");
+        assert_eq!(
+            fs::read_link(new.join("added-link")).unwrap(),
+            Path::new("edited")
+        );
+        let x = run_ok(
+            tool("getfattr")
+                .args(["--only-values", "-n", "user.test"])
+                .arg(new.join("added-dir/mine")),
+        );
+        assert_eq!(x, "kept");
+        // /etc is a copy, never hardlinked to the repository or /usr/etc.
+        assert_eq!(fs::metadata(new.join("upstream")).unwrap().nlink(), 1);
+        results.push(etc_snapshot(&new));
+    }
+    // And the merged /etc is what ostree makes of the same changes.
+    assert_same_tree(
+        &results[0],
+        &results[1],
+        "/etc after treeline vs ostree deploy",
+    );
+}
+
+#[test]
+fn pin_rollback_undeploy_and_cleanup_agree_with_ostree() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    let mut c = Vec::new();
+    for v in 1..=3 {
+        make_tree(
+            &tree,
+            &format!("kernel {v}\n"),
+            &[("motd", &format!("v{v}\n"))],
+        );
+        c.push(commit(&s, &tree, "testos/stable", &format!("{v}.0"), false));
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        if v == 1 {
+            run_ok(admin(&s).args(["pin", "0"]));
+        }
+    }
+    let d = |i: usize| format!("{}.0", c[i]);
+    // New default first, then the merge deployment, then the pinned one; v2's
+    // predecessor (v1) survived only because it is pinned.
+    let st = treeline_status(&s);
+    assert_eq!(names(&st), vec![d(2), d(1), d(0)]);
+    assert!(st[2].pinned && !st[0].pinned);
+    assert_eq!(ostree_status(&s), st);
+
+    run_ok(admin(&s).arg("rollback"));
+    let st = treeline_status(&s);
+    assert_eq!(names(&st), vec![d(1), d(2), d(0)]);
+    assert_eq!(ostree_status(&s), st);
+
+    run_ok(admin(&s).args(["unpin", "2"]));
+    assert!(!treeline_status(&s)[2].pinned);
+    run_ok(admin(&s).args(["undeploy", "2"]));
+    assert_eq!(names(&treeline_status(&s)), vec![d(1), d(2)]);
+    assert!(!deployment_dir(&s, &d(0)).exists());
+    assert_eq!(ostree_status(&s), treeline_status(&s));
+
+    // Cleanup prunes the repository down to what deployments and refs need.
+    run_ok(tl(&repo_of(&s)).args(["refs", "--delete", "testos/stable"]));
+    run_ok(admin(&s).arg("cleanup"));
+    run_ok(ostree(&repo_of(&s)).arg("fsck"));
+    let commits = run_ok(
+        tool("find")
+            .arg(repo_of(&s).join("objects"))
+            .args(["-name", "*.commit"]),
+    );
+    assert_eq!(
+        commits.lines().count(),
+        2,
+        "only the two deployed commits remain:\n{commits}"
+    );
+    let boot_dirs: BTreeSet<String> = fs::read_dir(s.join("boot/ostree"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(boot_dirs.len(), 2);
+    // Only one boot version is left, and ostree agrees on the list.
+    assert!(!s.join("boot/loader.0").exists() || !s.join("boot/loader.1").exists());
+    assert_eq!(ostree_status(&s), treeline_status(&s));
+
+    // Bad input fails clearly and changes nothing.
+    let out = run_fail(admin(&s).args(["undeploy", "7"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no deployment with index 7"));
+    let out = run_fail(admin(&s).args(["deploy", "--os=testos", "no/such/ref"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/ref"));
+    let out = run_fail(admin(&s).args(["deploy", "--os=nope", &c[1]]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("os-init"));
+    assert_eq!(names(&treeline_status(&s)), vec![d(1), d(2)]);
+}
+
+fn sysroot_fault_steps() -> Vec<String> {
+    let out = run_ok(treeline().arg("--list-fault-steps"));
+    let steps: Vec<String> = out
+        .lines()
+        .filter(|s| {
+            ["deploy-", "write-", "cleanup-"]
+                .iter()
+                .any(|p| s.starts_with(p))
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(steps.len() >= 8, "sysroot fault steps missing: {out}");
+    steps
+}
+
+/// The default deployment must be complete: its directory, /etc, /usr, kernel and origin.
+fn assert_default_complete(s: &Path, step: &str) -> String {
+    let st = treeline_status_json(s);
+    let first = &st["deployments"][0];
+    let name = first["id"].as_str().unwrap().to_owned();
+    let dir = deployment_dir(s, &name);
+    assert!(
+        dir.join("usr/bin/true").is_file(),
+        "{step}: /usr incomplete"
+    );
+    assert!(dir.join("etc/motd").is_file(), "{step}: /etc incomplete");
+    assert!(
+        dir.with_file_name(format!("{name}.origin")).is_file(),
+        "{step}: origin missing"
+    );
+    let bootdir = s.join(format!(
+        "boot/ostree/testos-{}",
+        first["bootcsum"].as_str().unwrap()
+    ));
+    assert!(
+        bootdir.join("vmlinuz-6.1.0").is_file(),
+        "{step}: kernel missing"
+    );
+    assert!(
+        bootdir.join("initramfs-6.1.0.img").is_file(),
+        "{step}: initramfs missing"
+    );
+    assert_eq!(
+        ostree_status(s)[0].name,
+        name,
+        "{step}: ostree sees another default"
+    );
+    name
+}
+
+#[test]
+fn deploy_killed_at_any_step_leaves_old_or_new_default_complete() {
+    let scratch = SysrootScratch::new();
+    for step in sysroot_fault_steps() {
+        let s = new_sysroot(&scratch, &format!("s-{step}"), false);
+        let tree = scratch.path().join("tree");
+        make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+        let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+        let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+        // An older deployment for cleanup to remove, so the cleanup steps are reached.
+        make_tree(&tree, "kernel 0\n", &[("motd", "v0\n")]);
+        let c0 = commit(&s, &tree, "testos/old", "0.5", false);
+        run_ok(admin(&s).args(["deploy", "testos/old"]));
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        // Now [c2, c0]; deploying c1 (whose first deployment is gone) drops c0 and
+        // cleans it up.
+        assert_eq!(
+            names(&treeline_status(&s)),
+            vec![format!("{c2}.0"), format!("{c0}.0")]
+        );
+        let out = admin(&s)
+            .args(["deploy", &c1])
+            .env("TREELINE_FAULT", &step)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{step}: the fault did not fire:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let default = assert_default_complete(&s, &step);
+        assert!(
+            default == format!("{c2}.0") || default.starts_with(&format!("{c1}.")),
+            "{step}: default is {default}"
+        );
+        // The next run repairs whatever the kill left behind.
+        run_ok(admin(&s).args(["cleanup", "--no-prune"]));
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        assert_default_complete(&s, &step);
+        run_ok(admin(&s).arg("cleanup"));
+        run_ok(ostree(&repo_of(&s)).arg("fsck"));
+        let leftovers = run_ok(tool("find").arg(s.join("ostree/deploy/testos")).args([
+            "-maxdepth",
+            "1",
+            "-name",
+            ".tl-staging-*",
+        ]));
+        assert!(leftovers.is_empty(), "{step}: staging left: {leftovers}");
+        clear_deployment_immutable(&s);
+        force_remove(&s);
+    }
+}
+
+#[test]
+fn sysroot_lock_excludes_ostree_admin() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let lock = treeline_sysroot::SysrootLock::acquire(&s).unwrap();
+    // ostree waits for the lock we hold ("Waiting for sysroot lock..."), so it cannot
+    // finish within the timeout. (`os-init` takes no lock in ostree; `cleanup` does.)
+    let out = tool("timeout")
+        .args(["3", "ostree", "admin", "cleanup"])
+        .arg(format!("--sysroot={}", s.display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "ostree did not wait for our lock: {out:?}"
+    );
+    drop(lock);
+    ostree_admin(&s, &["cleanup"]);
+    // And treeline waits for a lock ostree (or another treeline) holds.
+    let held = treeline_sysroot::SysrootLock::acquire(&s).unwrap();
+    let out = tool("timeout")
+        .args(["3"])
+        .arg(env!("CARGO_BIN_EXE_treeline"))
+        .args(["admin", "cleanup"])
+        .arg(format!("--sysroot={}", s.display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "treeline did not wait: {out:?}"
+    );
+    drop(held);
+    run_ok(admin(&s).arg("cleanup"));
+}
+
+#[test]
+fn booted_deployment_is_found_from_the_ostree_karg_and_always_kept() {
+    use treeline_sysroot::{Booted, DeployOptions, Sysroot};
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    let mut c = Vec::new();
+    for v in 1..=2 {
+        make_tree(&tree, &format!("kernel {v}\n"), &[("motd", "m\n")]);
+        c.push(commit(&s, &tree, "testos/stable", &format!("{v}.0"), false));
+        run_ok(admin(&s).args(["deploy", "testos/stable", "--karg=console=ttyS0"]));
+    }
+    // Pretend the machine booted the older deployment (index 1).
+    let entry = fs::read_to_string(s.join("boot/loader/entries/ostree-1-testos.conf")).unwrap();
+    let opts = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .unwrap()
+        .to_owned();
+    let cmdline = format!("BOOT_IMAGE=/vmlinuz {opts} rw\n");
+    let sr = Sysroot::open(&s, Booted::Cmdline(cmdline.clone())).unwrap();
+    assert_eq!(sr.booted_index(), Some(1));
+    let st = sr.status().unwrap();
+    assert!(
+        st[0].pending && !st[0].booted,
+        "the newer default is pending"
+    );
+    assert!(st[1].booted && !st[1].rollback);
+    drop(sr);
+
+    // A new deployment keeps the booted one (merge source) and drops the pending one.
+    let mut sr = Sysroot::open_locked(&s, Booted::Cmdline(cmdline.clone())).unwrap();
+    make_tree(&tree, "kernel 3\n", &[("motd", "m\n")]);
+    let c3 = commit(&s, &tree, "testos/stable", "3.0", false);
+    let r = sr
+        .deploy(&DeployOptions {
+            stateroot: "testos".into(),
+            revision: "testos/stable".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.merge_from.unwrap().checksum.to_string(), c[0]);
+    let got: Vec<String> = sr.deployments().iter().map(|d| d.name()).collect();
+    assert_eq!(got, vec![format!("{c3}.0"), format!("{}.0", c[0])]);
+    assert_eq!(sr.booted_index(), Some(1));
+    // The booted deployment can be neither undeployed nor dropped.
+    assert!(matches!(
+        sr.undeploy(1),
+        Err(treeline_sysroot::Error::Refused { .. })
+    ));
+    // Rollback with a pending deployment makes the booted one the default again.
+    let d = sr.rollback().unwrap();
+    assert_eq!(d.checksum.to_string(), c[0]);
+    assert_eq!(sr.booted_index(), Some(0));
+    drop(sr);
+    assert_eq!(ostree_status(&s), treeline_status(&s));
+}
+
+#[test]
+fn cleanup_killed_at_any_step_keeps_the_default_and_a_valid_repo() {
+    let scratch = SysrootScratch::new();
+    let steps = [
+        "cleanup-after-boot-versions",
+        "cleanup-during-deployments",
+        "cleanup-before-prune",
+        "prune-during-delete",
+    ];
+    for step in steps {
+        let s = new_sysroot(&scratch, &format!("s-{step}"), false);
+        let tree = scratch.path().join("tree");
+        make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+        commit(&s, &tree, "testos/stable", "1.0", false);
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        // Garbage for cleanup: a deployment directory no boot entry references (a deploy
+        // killed after creating it) and an unreferenced commit.
+        make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+        commit(&s, &tree, "testos/next", "2.0", false);
+        let out = admin(&s)
+            .args(["deploy", "testos/next"])
+            .env("TREELINE_FAULT", "deploy-after-deployment-dir")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        run_ok(tl(&repo_of(&s)).args(["refs", "--delete", "testos/next"]));
+        let before = assert_default_complete(&s, step);
+
+        let out = admin(&s)
+            .arg("cleanup")
+            .env("TREELINE_FAULT", step)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{step}: the fault did not fire");
+        assert_eq!(assert_default_complete(&s, step), before, "{step}");
+        run_ok(admin(&s).arg("cleanup"));
+        assert_eq!(assert_default_complete(&s, step), before, "{step}");
+        run_ok(ostree(&repo_of(&s)).arg("fsck"));
+        let dirs = fs::read_dir(s.join("ostree/deploy/testos/deploy"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(
+            dirs, 1,
+            "{step}: the unreferenced deployment was not removed"
+        );
+        clear_deployment_immutable(&s);
+        force_remove(&s);
+    }
+}
