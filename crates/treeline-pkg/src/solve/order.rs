@@ -38,7 +38,11 @@ pub(crate) fn install_order(universe: &Universe, selected: &[usize]) -> Vec<usiz
             let mut out: Vec<Edge> = Vec::new();
             for (dependency, is_strict) in strict.chain(normal) {
                 for atom in &dependency.alternatives {
-                    for &to in carriers.get(atom.name.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                    for &to in carriers
+                        .get(atom.name.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                    {
                         let Some(&target) = nodes.get(to) else {
                             continue;
                         };
@@ -65,7 +69,10 @@ pub(crate) fn install_order(universe: &Universe, selected: &[usize]) -> Vec<usiz
             order.extend(order_cycle(&component, &edges));
         }
     }
-    order.into_iter().filter_map(|i| nodes.get(i).copied()).collect()
+    order
+        .into_iter()
+        .filter_map(|i| nodes.get(i).copied())
+        .collect()
 }
 
 /// Sort key: name, then id (for identical names in odd inputs).
@@ -138,12 +145,17 @@ fn order_cycle(component: &[usize], edges: &[Vec<Edge>]) -> Vec<usize> {
     let mut left: Vec<usize> = component.to_vec();
     let mut done: Vec<usize> = Vec::with_capacity(component.len());
     let inside = |from: usize, strict_only: bool, done: &[usize]| {
-        edges.get(from).map(Vec::as_slice).unwrap_or(&[]).iter().all(|edge| {
-            !component.contains(&edge.to)
-                || done.contains(&edge.to)
-                || edge.to == from
-                || (strict_only && !edge.strict)
-        })
+        edges
+            .get(from)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .all(|edge| {
+                !component.contains(&edge.to)
+                    || done.contains(&edge.to)
+                    || edge.to == from
+                    || (strict_only && !edge.strict)
+            })
     };
     while !left.is_empty() {
         let pick = left
