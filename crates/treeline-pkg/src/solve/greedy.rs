@@ -563,3 +563,41 @@ pub(crate) fn atom_text(family: Family, atom: &Atom) -> String {
         Family::Apk => format!("{}{op}{}", atom.name, req.version),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VersionReq;
+
+    fn atom(name: &str, op: VersionOp, version: &str) -> Atom {
+        Atom {
+            name: name.to_owned(),
+            arch: None,
+            tag: None,
+            req: Some(VersionReq {
+                op,
+                version: version.to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn atoms_are_written_the_family_way() {
+        assert_eq!(
+            atom_text(Family::Deb, &atom("libssl3", VersionOp::Ge, "3.0.9")),
+            "libssl3 (>= 3.0.9)"
+        );
+        assert_eq!(
+            atom_text(Family::Deb, &atom("libc6", VersionOp::Lt, "2.37")),
+            "libc6 (<< 2.37)"
+        );
+        assert_eq!(
+            atom_text(Family::Apk, &atom("so:libz.so.1", VersionOp::Ge, "1.3")),
+            "so:libz.so.1>=1.3"
+        );
+        assert_eq!(
+            atom_text(Family::Apk, &atom("python3", VersionOp::Fuzzy, "3.11")),
+            "python3~3.11"
+        );
+    }
+}

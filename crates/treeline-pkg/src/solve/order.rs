@@ -168,3 +168,38 @@ fn order_cycle(component: &[usize], edges: &[Vec<Edge>]) -> Vec<usize> {
     }
     done
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edges(list: &[&[(usize, bool)]]) -> Vec<Vec<Edge>> {
+        list.iter()
+            .map(|out| {
+                out.iter()
+                    .map(|&(to, strict)| Edge { to, strict })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn components_come_out_dependencies_first() {
+        // 0 -> 1 -> 2 <-> 3
+        let graph = edges(&[&[(1, false)], &[(2, false)], &[(3, false)], &[(2, false)]]);
+        assert_eq!(
+            strongly_connected(&graph),
+            vec![vec![2, 3], vec![1], vec![0]]
+        );
+    }
+
+    #[test]
+    fn cycle_follows_strict_edges_then_name_order() {
+        // 0 pre-depends on 1, 1 depends on 0: 1 must go first.
+        let graph = edges(&[&[(1, true)], &[(0, false)]]);
+        assert_eq!(order_cycle(&[0, 1], &graph), vec![1, 0]);
+        // Plain cycle: first by position (name order).
+        let graph = edges(&[&[(1, false)], &[(0, false)]]);
+        assert_eq!(order_cycle(&[0, 1], &graph), vec![0, 1]);
+    }
+}
