@@ -58,9 +58,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut packages = Vec::new();
     for index in &indexes {
         match family {
-            Family::Apk => packages.extend(
-                treeline_pkg::apk::ApkIndex::open(index.as_ref(), &arch)?.into_packages(),
-            ),
+            Family::Apk => packages
+                .extend(treeline_pkg::apk::ApkIndex::open(index.as_ref(), &arch)?.into_packages()),
             Family::Deb => packages.extend(treeline_pkg::deb::read_packages(index, &arch)?),
         }
     }

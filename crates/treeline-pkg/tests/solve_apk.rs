@@ -48,7 +48,10 @@ fn assert_complete_and_ordered(universe: &Universe, solution: &Solution, what: &
             };
             for dependency in meta.pre_depends.iter().chain(&meta.depends) {
                 for &next in order {
-                    if dependency.alternatives.iter().any(|a| universe.satisfies(next, a))
+                    if dependency
+                        .alternatives
+                        .iter()
+                        .any(|a| universe.satisfies(next, a))
                         && !seen.contains(&next)
                     {
                         seen.push(next);
@@ -65,7 +68,12 @@ fn assert_complete_and_ordered(universe: &Universe, solution: &Solution, what: &
             let satisfiers: Vec<usize> = order
                 .iter()
                 .copied()
-                .filter(|&other| dependency.alternatives.iter().any(|a| universe.satisfies(other, a)))
+                .filter(|&other| {
+                    dependency
+                        .alternatives
+                        .iter()
+                        .any(|a| universe.satisfies(other, a))
+                })
                 .collect();
             assert!(
                 !satisfiers.is_empty(),
@@ -125,8 +133,12 @@ fn apk_requests_match_real_apk_on_v319_main_and_community() {
         let expected = common::apk_simulate_add(scratch.path(), indexes.len(), atoms)
             .unwrap_or_else(|e| panic!("apk refused {atoms:?}:\n{e}"));
         let request = Request::from_apk_world(&atoms.join(" ")).unwrap();
-        let solution = solve(&universe, &request)
-            .unwrap_or_else(|e| panic!("{atoms:?}: apk installs {} packages, we fail: {e}", expected.len()));
+        let solution = solve(&universe, &request).unwrap_or_else(|e| {
+            panic!(
+                "{atoms:?}: apk installs {} packages, we fail: {e}",
+                expected.len()
+            )
+        });
         let ours = pairs(&universe, &solution);
         assert_eq!(
             ours.difference(&expected).collect::<Vec<_>>(),
@@ -179,8 +191,14 @@ fn apk_missing_versions_and_names_are_explained() {
     common::apk_solver_root(scratch.path(), &indexes);
     let universe = universe(&indexes);
     for (atoms, expected) in [
-        (&["busybox>=9"][..], "the request asks for busybox>=9, but only 1.36.1-r19 is available"),
-        (&["no-such-package"][..], "nothing provides no-such-package (required by the request)"),
+        (
+            &["busybox>=9"][..],
+            "the request asks for busybox>=9, but only 1.36.1-r19 is available",
+        ),
+        (
+            &["no-such-package"][..],
+            "nothing provides no-such-package (required by the request)",
+        ),
     ] {
         common::apk_simulate_add(scratch.path(), indexes.len(), atoms)
             .expect_err("apk accepted an impossible request");

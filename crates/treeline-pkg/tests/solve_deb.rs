@@ -30,7 +30,11 @@ fn deb_requests_match_apt_get_simulate_on_host_lists() {
         .map(|(_, meta)| meta.name.clone())
         .collect();
     required.sort();
-    assert!(required.len() > 20, "only {} required packages", required.len());
+    assert!(
+        required.len() > 20,
+        "only {} required packages",
+        required.len()
+    );
 
     let mut checked = 0;
     for recommends in [true, false] {
@@ -47,14 +51,19 @@ fn deb_requests_match_apt_get_simulate_on_host_lists() {
             } else {
                 names.iter().map(String::as_str).collect()
             };
-            let expected = common::apt_simulate_install(&scratch.path().join("apt"), &apt_names, recommends)
-                .unwrap_or_else(|e| panic!("apt refused {names:?}:\n{e}"));
+            let expected =
+                common::apt_simulate_install(&scratch.path().join("apt"), &apt_names, recommends)
+                    .unwrap_or_else(|e| panic!("apt refused {names:?}:\n{e}"));
             let mut request = Request::names(&names);
             request.add_required = minimal;
             request.install_recommends = recommends;
             let what = format!(
                 "{} (recommends: {recommends})",
-                if minimal { "minimal system".to_owned() } else { names.join(" ") }
+                if minimal {
+                    "minimal system".to_owned()
+                } else {
+                    names.join(" ")
+                }
             );
             let solution = solve(&universe, &request).unwrap_or_else(|e| panic!("{what}: {e}"));
             let ours: BTreeSet<(String, String)> = solution
@@ -78,9 +87,12 @@ fn assert_pre_depends_first(universe: &Universe, order: &[usize], what: &str) {
     for (at, &id) in order.iter().enumerate() {
         let meta = universe.package(id).unwrap();
         for dependency in &meta.pre_depends {
-            let earlier = order[..at]
-                .iter()
-                .any(|&other| dependency.alternatives.iter().any(|a| universe.satisfies(other, a)));
+            let earlier = order[..at].iter().any(|&other| {
+                dependency
+                    .alternatives
+                    .iter()
+                    .any(|a| universe.satisfies(other, a))
+            });
             assert!(
                 earlier,
                 "{what}: {} pre-depends on {:?}, not installed before it",

@@ -86,9 +86,18 @@ P:base\nV:1-r0\nA:x86_64\nS:1\nI:1\nD:ifupdown-any\n\n";
             && text.contains("ifupdown-a, ifupdown-b"),
         "{text}"
     );
-    let solution = solve(&universe, &Request::from_apk_world("base ifupdown-b").unwrap()).unwrap();
-    let chosen: BTreeSet<String> = names(&universe, &solution.install_order).into_iter().collect();
-    assert_eq!(chosen, BTreeSet::from(["base".to_owned(), "ifupdown-b".to_owned()]));
+    let solution = solve(
+        &universe,
+        &Request::from_apk_world("base ifupdown-b").unwrap(),
+    )
+    .unwrap();
+    let chosen: BTreeSet<String> = names(&universe, &solution.install_order)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        chosen,
+        BTreeSet::from(["base".to_owned(), "ifupdown-b".to_owned()])
+    );
 }
 
 #[test]
@@ -123,7 +132,10 @@ fn install_order_puts_pre_depends_first_and_breaks_cycles_by_name() {
     let order = names(&universe, &solution.install_order);
     let at = |name: &str| order.iter().position(|n| n == name).unwrap();
     assert!(at("lib") < at("pre") && at("pre") < at("app"), "{order:?}");
-    assert!(at("cyc-a") < at("cyc-b") && at("cyc-b") < at("app"), "{order:?}");
+    assert!(
+        at("cyc-a") < at("cyc-b") && at("cyc-b") < at("app"),
+        "{order:?}"
+    );
     // The Pre-Depends edge decides inside the cycle, against name order.
     assert!(at("a-second") < at("z-first"), "{order:?}");
     // Same input, same order.
@@ -145,7 +157,10 @@ Package: d\nVersion: 1\nArchitecture: all\nConflicts: b\nFilename: d.deb\nSize: 
 fn search_recovers_when_greedy_choice_conflicts_later_like_apt() {
     let universe = deb_universe(STUCK);
     let solution = solve(&universe, &Request::names(["a", "e"])).unwrap();
-    assert!(solution.searched, "the greedy pass was expected to get stuck");
+    assert!(
+        solution.searched,
+        "the greedy pass was expected to get stuck"
+    );
     let ours: BTreeSet<(String, String)> = solution
         .packages(&universe)
         .map(|p| (p.name.clone(), p.version.clone()))
@@ -175,13 +190,22 @@ fn apt_on_local_repository(packages: &str, names: &[&str]) -> BTreeSet<(String, 
     let options = |cmd: &mut Command| {
         cmd.arg(format!("-oDir::Etc::SourceList={}", sources.display()))
             .arg("-oDir::Etc::SourceParts=/nonexistent")
-            .arg(format!("-oDir::State::Lists={}", dir.path().join("lists").display()))
-            .arg(format!("-oDir::State::status={}", dir.path().join("state/status").display()))
+            .arg(format!(
+                "-oDir::State::Lists={}",
+                dir.path().join("lists").display()
+            ))
+            .arg(format!(
+                "-oDir::State::status={}",
+                dir.path().join("state/status").display()
+            ))
             .arg(format!(
                 "-oDir::State::extended_states={}",
                 dir.path().join("state/extended_states").display()
             ))
-            .arg(format!("-oDir::Cache={}", dir.path().join("cache").display()))
+            .arg(format!(
+                "-oDir::Cache={}",
+                dir.path().join("cache").display()
+            ))
             .arg("-oDebug::NoLocking=1")
             .arg("-oAPT::Architecture=amd64")
             .env("LC_ALL", "C");

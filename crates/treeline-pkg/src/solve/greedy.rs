@@ -18,16 +18,16 @@ const BUDGET: usize = 200_000;
 #[derive(Debug, Clone)]
 pub(crate) enum Why {
     /// No package has that name or provides it.
-    Nothing { atom: Atom, by: Option<usize> },
+    Nothing { atom: Box<Atom>, by: Option<usize> },
     /// Packages of that name exist, at other versions.
     Version {
-        atom: Atom,
+        atom: Box<Atom>,
         by: Option<usize>,
         available: Vec<String>,
     },
     /// apk: only providers of a virtual name without `provider_priority`.
     Virtual {
-        atom: Atom,
+        atom: Box<Atom>,
         by: Option<usize>,
         providers: Vec<usize>,
     },
@@ -35,7 +35,7 @@ pub(crate) enum Why {
     Conflict {
         declared: usize,
         victim: usize,
-        atom: Atom,
+        atom: Box<Atom>,
         /// The package being added (one of the two) and what required it.
         attempted: usize,
         attempted_by: Option<usize>,
@@ -43,7 +43,7 @@ pub(crate) enum Why {
     /// The request forbids `package` (apk `!name`), which `by` requires.
     Forbidden {
         package: usize,
-        atom: Atom,
+        atom: Box<Atom>,
         by: Option<usize>,
     },
     /// Two packages claim the same name (two versions, or an apk versioned provide).
@@ -236,9 +236,15 @@ impl<'a> Greedy<'a> {
                 });
             }
         }
-        let names = std::iter::once(meta.name.as_str()).chain(meta.provides.iter().map(|p| p.name.as_str()));
+        let names = std::iter::once(meta.name.as_str())
+            .chain(meta.provides.iter().map(|p| p.name.as_str()));
         for name in names {
-            for &(declared, atom) in self.conflicts_on.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+            for &(declared, atom) in self
+                .conflicts_on
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
                 if declared == Some(id) || !universe.satisfies(id, atom) {
                     continue;
                 }
@@ -246,25 +252,30 @@ impl<'a> Greedy<'a> {
                     Some(declared) => Why::Conflict {
                         declared,
                         victim: id,
-                        atom: atom.clone(),
+                        atom: Box::new(atom.clone()),
                         attempted: id,
                         attempted_by: by,
                     },
                     None => Why::Forbidden {
                         package: id,
-                        atom: atom.clone(),
+                        atom: Box::new(atom.clone()),
                         by,
                     },
                 });
             }
         }
         for atom in meta.conflicts.iter().chain(&meta.breaks) {
-            for &other in self.carriers.get(atom.name.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+            for &other in self
+                .carriers
+                .get(atom.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
                 if other != id && universe.satisfies(other, atom) {
                     return Err(Why::Conflict {
                         declared: id,
                         victim: other,
-                        atom: atom.clone(),
+                        atom: Box::new(atom.clone()),
                         attempted: id,
                         attempted_by: by,
                     });
@@ -282,12 +293,18 @@ impl<'a> Greedy<'a> {
         self.parent.insert(id, by);
         self.journal.push(id);
         self.taken.insert(meta.name.as_str(), id);
-        self.carriers.entry(meta.name.as_str()).or_default().push(id);
+        self.carriers
+            .entry(meta.name.as_str())
+            .or_default()
+            .push(id);
         for provide in &meta.provides {
             if universe.family() == Family::Apk && provide.version.is_some() {
                 self.taken.entry(provide.name.as_str()).or_insert(id);
             }
-            self.carriers.entry(provide.name.as_str()).or_default().push(id);
+            self.carriers
+                .entry(provide.name.as_str())
+                .or_default()
+                .push(id);
         }
         for atom in meta.conflicts.iter().chain(&meta.breaks) {
             self.conflicts_on
@@ -307,7 +324,8 @@ impl<'a> Greedy<'a> {
             let Some(meta) = self.universe().package(id) else {
                 continue;
             };
-            let names = std::iter::once(meta.name.as_str()).chain(meta.provides.iter().map(|p| p.name.as_str()));
+            let names = std::iter::once(meta.name.as_str())
+                .chain(meta.provides.iter().map(|p| p.name.as_str()));
             for name in names {
                 if self.taken.get(name) == Some(&id) {
                     self.taken.remove(name);
@@ -333,7 +351,7 @@ impl<'a> Greedy<'a> {
         let named = universe.named(&atom.name);
         if !named.is_empty() {
             return Why::Version {
-                atom: atom.clone(),
+                atom: Box::new(atom.clone()),
                 by,
                 available: named
                     .iter()
@@ -348,7 +366,7 @@ impl<'a> Greedy<'a> {
             .collect();
         if providers.is_empty() {
             return Why::Nothing {
-                atom: atom.clone(),
+                atom: Box::new(atom.clone()),
                 by,
             };
         }
@@ -361,19 +379,19 @@ impl<'a> Greedy<'a> {
             .collect();
         if atom.req.is_some() && !versioned.is_empty() {
             return Why::Version {
-                atom: atom.clone(),
+                atom: Box::new(atom.clone()),
                 by,
                 available: versioned,
             };
         }
         if atom.req.is_some() {
             return Why::Nothing {
-                atom: atom.clone(),
+                atom: Box::new(atom.clone()),
                 by,
             };
         }
         Why::Virtual {
-            atom: atom.clone(),
+            atom: Box::new(atom.clone()),
             by,
             providers,
         }
@@ -462,10 +480,13 @@ impl<'a> Greedy<'a> {
             Why::Forbidden { package, atom, by } => format!(
                 "{} is forbidden by the request ({}), but {}",
                 label(*package),
-                atom_text(family, &Atom {
-                    name: format!("!{}", atom.name),
-                    ..atom.clone()
-                }),
+                atom_text(
+                    family,
+                    &Atom {
+                        name: format!("!{}", atom.name),
+                        ..(**atom).clone()
+                    }
+                ),
                 match by {
                     Some(by) => format!("{} depends on it", label(*by)),
                     None => "it is also requested".to_owned(),
@@ -540,5 +561,43 @@ pub(crate) fn atom_text(family: Family, atom: &Atom) -> String {
     match family {
         Family::Deb => format!("{} ({op} {})", atom.name, req.version),
         Family::Apk => format!("{}{op}{}", atom.name, req.version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VersionReq;
+
+    fn atom(name: &str, op: VersionOp, version: &str) -> Atom {
+        Atom {
+            name: name.to_owned(),
+            arch: None,
+            tag: None,
+            req: Some(VersionReq {
+                op,
+                version: version.to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn atoms_are_written_the_family_way() {
+        assert_eq!(
+            atom_text(Family::Deb, &atom("libssl3", VersionOp::Ge, "3.0.9")),
+            "libssl3 (>= 3.0.9)"
+        );
+        assert_eq!(
+            atom_text(Family::Deb, &atom("libc6", VersionOp::Lt, "2.37")),
+            "libc6 (<< 2.37)"
+        );
+        assert_eq!(
+            atom_text(Family::Apk, &atom("so:libz.so.1", VersionOp::Ge, "1.3")),
+            "so:libz.so.1>=1.3"
+        );
+        assert_eq!(
+            atom_text(Family::Apk, &atom("python3", VersionOp::Fuzzy, "3.11")),
+            "python3~3.11"
+        );
     }
 }

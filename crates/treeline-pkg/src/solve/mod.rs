@@ -207,7 +207,11 @@ pub fn solve(universe: &Universe, request: &Request) -> Result<Solution, Error> 
 
 /// The greedy pass: requested packages first (apt marks them all before any
 /// dependency), then their requirements in order, then (apk) install_if to a fixpoint.
-fn run_greedy(greedy: &mut Greedy<'_>, prefs: &Preferences<'_>, wanted: &[Dependency]) -> Result<(), Why> {
+fn run_greedy(
+    greedy: &mut Greedy<'_>,
+    prefs: &Preferences<'_>,
+    wanted: &[Dependency],
+) -> Result<(), Why> {
     let mut picked = Vec::with_capacity(wanted.len());
     for dependency in wanted {
         if let Some(id) = greedy.pick(dependency)? {

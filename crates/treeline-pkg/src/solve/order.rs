@@ -38,7 +38,11 @@ pub(crate) fn install_order(universe: &Universe, selected: &[usize]) -> Vec<usiz
             let mut out: Vec<Edge> = Vec::new();
             for (dependency, is_strict) in strict.chain(normal) {
                 for atom in &dependency.alternatives {
-                    for &to in carriers.get(atom.name.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                    for &to in carriers
+                        .get(atom.name.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                    {
                         let Some(&target) = nodes.get(to) else {
                             continue;
                         };
@@ -65,7 +69,10 @@ pub(crate) fn install_order(universe: &Universe, selected: &[usize]) -> Vec<usiz
             order.extend(order_cycle(&component, &edges));
         }
     }
-    order.into_iter().filter_map(|i| nodes.get(i).copied()).collect()
+    order
+        .into_iter()
+        .filter_map(|i| nodes.get(i).copied())
+        .collect()
 }
 
 /// Sort key: name, then id (for identical names in odd inputs).
@@ -138,12 +145,17 @@ fn order_cycle(component: &[usize], edges: &[Vec<Edge>]) -> Vec<usize> {
     let mut left: Vec<usize> = component.to_vec();
     let mut done: Vec<usize> = Vec::with_capacity(component.len());
     let inside = |from: usize, strict_only: bool, done: &[usize]| {
-        edges.get(from).map(Vec::as_slice).unwrap_or(&[]).iter().all(|edge| {
-            !component.contains(&edge.to)
-                || done.contains(&edge.to)
-                || edge.to == from
-                || (strict_only && !edge.strict)
-        })
+        edges
+            .get(from)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .all(|edge| {
+                !component.contains(&edge.to)
+                    || done.contains(&edge.to)
+                    || edge.to == from
+                    || (strict_only && !edge.strict)
+            })
     };
     while !left.is_empty() {
         let pick = left
@@ -155,4 +167,39 @@ fn order_cycle(component: &[usize], edges: &[Vec<Edge>]) -> Vec<usize> {
         done.push(node);
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edges(list: &[&[(usize, bool)]]) -> Vec<Vec<Edge>> {
+        list.iter()
+            .map(|out| {
+                out.iter()
+                    .map(|&(to, strict)| Edge { to, strict })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn components_come_out_dependencies_first() {
+        // 0 -> 1 -> 2 <-> 3
+        let graph = edges(&[&[(1, false)], &[(2, false)], &[(3, false)], &[(2, false)]]);
+        assert_eq!(
+            strongly_connected(&graph),
+            vec![vec![2, 3], vec![1], vec![0]]
+        );
+    }
+
+    #[test]
+    fn cycle_follows_strict_edges_then_name_order() {
+        // 0 pre-depends on 1, 1 depends on 0: 1 must go first.
+        let graph = edges(&[&[(1, true)], &[(0, false)]]);
+        assert_eq!(order_cycle(&[0, 1], &graph), vec![1, 0]);
+        // Plain cycle: first by position (name order).
+        let graph = edges(&[&[(1, false)], &[(0, false)]]);
+        assert_eq!(order_cycle(&[0, 1], &graph), vec![0, 1]);
+    }
 }

@@ -41,15 +41,11 @@ impl<'a> Preferences<'a> {
     pub fn atom_candidates(&self, atom: &Atom) -> Vec<usize> {
         let universe = self.universe;
         let packages = universe.packages();
-        let named = universe
-            .named(&atom.name)
-            .iter()
-            .copied()
-            .filter(|&id| {
-                packages
-                    .get(id)
-                    .is_some_and(|meta| universe.satisfies_by_name(meta, atom))
-            });
+        let named = universe.named(&atom.name).iter().copied().filter(|&id| {
+            packages
+                .get(id)
+                .is_some_and(|meta| universe.satisfies_by_name(meta, atom))
+        });
         match universe.family() {
             Family::Deb => {
                 // apt (CompareProviders): the package of that name first, then providers:
@@ -79,12 +75,7 @@ impl<'a> Preferences<'a> {
                 // providers are chosen only with a provider_priority, or when their own
                 // name is wanted.
                 let mut scored: Vec<(usize, Option<&str>)> = named
-                    .map(|id| {
-                        (
-                            id,
-                            packages.get(id).map(|meta| meta.version.as_str()),
-                        )
-                    })
+                    .map(|id| (id, packages.get(id).map(|meta| meta.version.as_str())))
                     .collect();
                 for &(id, which) in universe.providers_of(&atom.name) {
                     let Some(meta) = packages.get(id) else {

@@ -332,7 +332,10 @@ pub fn apt_packages_lists_plain(dir: &Path) -> Vec<PathBuf> {
         run_ok(Command::new("apt-get").args(["update", "-q"]));
         lists = find();
     }
-    assert!(!lists.is_empty(), "no Packages lists even after apt-get update");
+    assert!(
+        !lists.is_empty(),
+        "no Packages lists even after apt-get update"
+    );
     std::fs::create_dir_all(dir).unwrap();
     lists
         .iter()
@@ -342,7 +345,11 @@ pub fn apt_packages_lists_plain(dir: &Path) -> Vec<PathBuf> {
                 .arg(list)
                 .output()
                 .expect("cannot run apt-helper");
-            assert!(out.status.success(), "apt-helper cat-file {} failed", list.display());
+            assert!(
+                out.status.success(),
+                "apt-helper cat-file {} failed",
+                list.display()
+            );
             let dest = dir.join(list.file_name().unwrap());
             std::fs::write(&dest, &out.stdout).unwrap();
             dest
@@ -405,13 +412,21 @@ pub fn apk_solver_root(dest: &Path, indexes: &[PathBuf]) {
     for dir in ["lib/apk/db", "etc/apk/keys", "var/cache/apk"] {
         std::fs::create_dir_all(target.join(dir)).unwrap();
     }
-    for file in ["lib/apk/db/installed", "lib/apk/db/triggers", "etc/apk/world"] {
+    for file in [
+        "lib/apk/db/installed",
+        "lib/apk/db/triggers",
+        "etc/apk/world",
+    ] {
         std::fs::write(target.join(file), b"").unwrap();
     }
     std::fs::write(target.join("etc/apk/arch"), b"x86_64\n").unwrap();
     for key in std::fs::read_dir(dest.join("etc/apk/keys")).unwrap() {
         let key = key.unwrap().path();
-        std::fs::copy(&key, target.join("etc/apk/keys").join(key.file_name().unwrap())).unwrap();
+        std::fs::copy(
+            &key,
+            target.join("etc/apk/keys").join(key.file_name().unwrap()),
+        )
+        .unwrap();
     }
 }
 
@@ -428,7 +443,10 @@ pub fn apk_simulate_add(
     for n in 0..repos {
         cmd.args(["--repository", &format!("/repo{n}")]);
     }
-    let out = cmd.args(atoms).output().expect("cannot run apk in the chroot");
+    let out = cmd
+        .args(atoms)
+        .output()
+        .expect("cannot run apk in the chroot");
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
