@@ -473,6 +473,9 @@ impl Drop for Nginx {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
 /// Clear the immutable attribute ostree and treeline set on deployment directories
 /// (`ostree/deploy/*/deploy/*`), so a test sysroot can be deleted.
 pub fn clear_deployment_immutable(sysroot: &Path) {
