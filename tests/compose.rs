@@ -1,0 +1,212 @@
+//! `treeline compose tree`: an Alpine tree composed from the 3.19 packages is one the real
+//! apk (from the 3.19.4 minirootfs) accepts as its own, the real ostree's fsck passes, and
+//! recomposing is reproducible and makes no new commit.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn alpine_repo() -> PathBuf {
+    let dir = test_data().join("alpine/v3.19-standard-iso-apks");
+    assert!(
+        dir.join("x86_64/APKINDEX.tar.gz").is_file(),
+        "missing test data {}",
+        dir.display()
+    );
+    dir
+}
+
+/// The Alpine signing keys, from the 3.19.4 minirootfs.
+fn alpine_keys(scratch: &Path) -> PathBuf {
+    let tarball = test_data().join("alpine/minirootfs/alpine-minirootfs-3.19.4-x86_64.tar.gz");
+    fs::create_dir_all(scratch).unwrap();
+    run_ok(
+        tool("tar")
+            .arg("-xzf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(scratch)
+            .arg("./etc/apk/keys"),
+    );
+    scratch.join("etc/apk/keys")
+}
+
+fn init_repo(path: &Path) {
+    run_ok(ostree(path).args(["init", "--mode=bare"]));
+}
+
+fn write_treefile(dir: &Path, packages: &[&str]) -> PathBuf {
+    let keys = alpine_keys(&dir.join("keysroot"));
+    let list: Vec<String> = packages.iter().map(|p| format!("{p:?}")).collect();
+    let text = format!(
+        "ref = \"alpine/3.19/x86_64/base\"\nversion = \"3.19.0\"\ndistribution = \"alpine\"\n\
+         arch = \"x86_64\"\nrepositories = [{:?}]\nkeys = {:?}\npackages = [{}]\n\
+         [metadata]\n\"org.example.variant\" = \"test\"\n",
+        alpine_repo().display().to_string(),
+        keys.display().to_string(),
+        list.join(", ")
+    );
+    let path = dir.join("tree.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn compose_json(repo: &Path, treefile: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        tl(repo)
+            .args(["compose", "tree", "--json", "--cache-dir"])
+            .arg(cache)
+            .arg(treefile)
+            .args(extra),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON {out:?}: {e}"))
+}
+
+fn apk_in(root: &Path, args: &[&str]) -> String {
+    run_ok(
+        tool("chroot")
+            .arg(root)
+            .args(["/sbin/apk", "--no-network"])
+            .args(args),
+    )
+}
+
+#[test]
+fn compose_alpine_base_openssh_gives_a_tree_apk_accepts() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let cache = scratch.path().join("cache");
+    init_repo(&repo);
+    let treefile = write_treefile(scratch.path(), &["alpine-base", "openssh"]);
+
+    // The plan: packages in install order, nothing downloaded yet, no commit.
+    let plan = compose_json(&repo, &treefile, &cache, &["--dry-run"]);
+    let planned: BTreeSet<String> = plan["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}-{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(planned.contains("busybox-1.36.1-r15"), "{planned:?}");
+    assert!(planned.iter().any(|p| p.starts_with("openssh-server-")));
+    let refs = run_ok(ostree(&repo).arg("refs"));
+    assert!(
+        !refs.contains("alpine/3.19"),
+        "a dry run made a ref: {refs}"
+    );
+
+    let first = compose_json(&repo, &treefile, &cache, &[]);
+    assert_eq!(first["changed"], true);
+    let commit = first["commit"].as_str().unwrap().to_owned();
+    let committed: BTreeSet<String> = first["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(committed, planned);
+    run_ok(ostree(&repo).arg("fsck"));
+    assert_eq!(
+        run_ok(ostree(&repo).args(["rev-parse", "alpine/3.19/x86_64/base"])).trim(),
+        commit
+    );
+    let meta = run_ok(ostree(&repo).args(["show", "--print-metadata-key=version", &commit]));
+    assert_eq!(meta.trim(), "'3.19.0'");
+    let meta =
+        run_ok(ostree(&repo).args(["show", "--print-metadata-key=treeline.packages", &commit]));
+    assert!(meta.contains("'busybox-1.36.1-r15'"), "{meta}");
+
+    // The real apk, inside a copy of the checkout, sees exactly the solved packages.
+    let root = scratch.path().join("checkout");
+    run_ok(
+        ostree(&repo)
+            .args(["checkout", "--force-copy", &commit])
+            .arg(&root),
+    );
+    let listed: BTreeSet<String> = apk_in(&root, &["info", "-v"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, planned);
+    // Every package file is as the database says.
+    let audit = apk_in(&root, &["audit", "--system"]);
+    assert_eq!(audit, "", "apk audit --system found differences");
+    // In /etc only the configuration apk itself never owns shows up, as on the real
+    // minirootfs: arch, world, repositories, keys.
+    let audit = apk_in(&root, &["audit"]);
+    for line in audit.lines() {
+        assert!(line.starts_with("A etc/apk/"), "apk audit: {line}\n{audit}");
+    }
+    assert_eq!(
+        fs::read_to_string(root.join("etc/apk/world")).unwrap(),
+        "alpine-base\nopenssh\n"
+    );
+    // Busybox applets come from its post-install and trigger, not from any package.
+    for applet in ["bin/ls", "bin/sh", "usr/bin/env", "sbin/ifconfig"] {
+        let link = fs::read_link(root.join(applet)).unwrap_or_else(|e| panic!("{applet}: {e}"));
+        assert_eq!(link, Path::new("/bin/busybox"), "{applet}");
+    }
+    // openssh's pre-install made its user, in the target's passwd.
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("sshd:")), "{passwd}");
+    assert!(!root.join("lib/apk/exec").read_dir().unwrap().any(|_| true));
+
+    // apk adds a further package from a local repository on top, purging nothing.
+    let local = root.join("localrepo");
+    run_ok(tool("cp").arg("-a").arg(alpine_repo()).arg(&local));
+    let added = apk_in(&root, &["--repository", "/localrepo", "add", "chrony"]);
+    assert!(!added.contains("Purging"), "{added}");
+    let after = apk_in(&root, &["info", "-v"]);
+    assert!(after.lines().any(|l| l == "chrony-4.5-r0"), "{after}");
+    for p in &planned {
+        assert!(after.lines().any(|l| l == p), "{p} gone after apk add");
+    }
+
+    // Nothing changed: no new commit.
+    let again = compose_json(&repo, &treefile, &cache, &[]);
+    assert_eq!(again["changed"], false);
+    assert_eq!(again["commit"], commit.as_str());
+    assert_eq!(
+        run_ok(ostree(&repo).args(["rev-parse", "alpine/3.19/x86_64/base"])).trim(),
+        commit
+    );
+
+    // The same inputs in a fresh repository give the same commit.
+    let repo2 = scratch.path().join("repo2");
+    init_repo(&repo2);
+    let other = compose_json(&repo2, &treefile, &cache, &[]);
+    assert_eq!(other["commit"], commit.as_str());
+
+    // --force commits anyway, on top of the previous commit.
+    let forced = compose_json(&repo, &treefile, &cache, &["--force"]);
+    assert_eq!(forced["changed"], true);
+    assert_eq!(forced["parent"], commit.as_str());
+    run_ok(ostree(&repo).arg("fsck"));
+}
+
+#[test]
+fn compose_treefile_typo_is_reported_with_its_line() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    init_repo(&repo);
+    let treefile = scratch.path().join("bad.toml");
+    fs::write(
+        &treefile,
+        "ref = \"x\"\ndistribution = \"alpine\"\nrepositories = [\"/r\"]\npackages = [\"a\"]\npackges = [\"b\"]\n",
+    )
+    .unwrap();
+    let out = run_fail(tl(&repo).args(["compose", "tree"]).arg(&treefile));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:5:"), "{err}");
+    assert!(err.contains("packges"), "{err}");
+}
