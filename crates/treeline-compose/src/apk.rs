@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use treeline_pkg::PackageMeta;
-use treeline_pkg::apk::package::PkgInfo;
+use treeline_pkg::apk::package::{PkgInfo, ScriptKind};
 use treeline_pkg::import::keys as pkg_keys;
 use treeline_store::checkout::{CheckoutOptions, Overwrite, checkout};
 use treeline_store::progress::NoProgress;
@@ -68,6 +68,13 @@ impl InstalledPackage {
             }
         }
         let pkginfo = pkginfo.ok_or_else(|| missing(".PKGINFO"))?;
+        // apk keeps scripts by kind and writes them in that order (scripts.tar).
+        scripts.sort_by_key(|(action, _)| {
+            ScriptKind::ALL
+                .iter()
+                .position(|k| k.action() == action)
+                .unwrap_or(usize::MAX)
+        });
         let strv = |key: &str| {
             c.metadata
                 .get(key)
@@ -320,6 +327,10 @@ impl Database {
             }
         }
         write(&db.join("triggers"), triggers.as_bytes())?;
+        let lock = db.join("lock");
+        write(&lock, b"")?;
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(&lock))?;
 
         let etc = root.join("etc/apk");
         mkdirs(&etc)?;
