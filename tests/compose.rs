@@ -301,3 +301,30 @@ fn compose_database_matches_what_the_real_apk_writes() {
     };
     assert_eq!(listing(&ours), listing(&theirs), "scripts.tar differs");
 }
+
+#[test]
+fn compose_unknown_package_names_it_and_leaves_the_ref() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let cache = scratch.path().join("cache");
+    init_repo(&repo);
+    let good = write_treefile(scratch.path(), &["busybox"]);
+    let commit = compose_json(&repo, &good, &cache, &[])["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = write_treefile(scratch.path(), &["busybox", "no-such-package"]);
+    let out = run_fail(
+        tl(&repo)
+            .args(["compose", "tree", "--cache-dir"])
+            .arg(&cache)
+            .arg(&bad),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-package"), "{err}");
+    assert_eq!(err.matches("no-such-package").count(), 1, "repeated: {err}");
+    assert_eq!(
+        run_ok(ostree(&repo).args(["rev-parse", "alpine/3.19/x86_64/base"])).trim(),
+        commit
+    );
+}

@@ -64,20 +64,20 @@ pub enum Error {
     #[error(transparent)]
     Treefile(#[from] treefile::Error),
     /// Resolving, fetching or importing packages failed.
-    #[error("{stage}: {source}")]
+    #[error("{stage}: {error}")]
     Packages {
         /// `resolve`, `fetch` or `import`.
         stage: &'static str,
         /// The package layer's error.
-        source: treeline_pkg::Error,
+        error: treeline_pkg::Error,
     },
     /// The store failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Store {
         /// What was being done.
         what: String,
         /// The store's error.
-        source: treeline_store::Error,
+        error: treeline_store::Error,
     },
     /// A file in the root being assembled.
     #[error("{}: {error}", path.display())]
@@ -112,7 +112,7 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 fn store_err(what: impl Into<String>) -> impl FnOnce(treeline_store::Error) -> Error {
     let what = what.into();
-    move |source| Error::Store { what, source }
+    move |error| Error::Store { what, error }
 }
 
 /// How to compose.
@@ -199,9 +199,9 @@ pub enum Outcome {
 
 /// Solves the treefile's packages against its repositories.
 pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
-    let packages_err = |source| Error::Packages {
+    let packages_err = |error| Error::Packages {
         stage: "resolve",
-        source,
+        error,
     };
     let sources = tf
         .repositories
@@ -242,9 +242,9 @@ pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result
         }));
     }
 
-    let fetch_err = |source| Error::Packages {
+    let fetch_err = |error| Error::Packages {
         stage: "fetch",
-        source,
+        error,
     };
     let rt = pipeline::runtime().map_err(|e| fetch_err(e.into()))?;
     let fetcher = pipeline::fetcher().map_err(|e| fetch_err(e.into()))?;
@@ -300,9 +300,9 @@ fn import(
     packages: &[&PackageMeta],
     paths: &[PathBuf],
 ) -> Result<Vec<Checksum>> {
-    let import_err = |source| Error::Packages {
+    let import_err = |error| Error::Packages {
         stage: "import",
-        source,
+        error,
     };
     let keys = resolved.apk_keys().map_err(import_err)?;
     let importer = treeline_pkg::import::Importer::new(repo).map_err(import_err)?;

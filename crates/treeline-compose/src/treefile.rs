@@ -232,4 +232,14 @@ mod tests {
         .to_string();
         assert!(err.starts_with("t.toml:4:"), "{err}");
     }
+
+    #[test]
+    fn example_treefile_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let tf = Treefile::load(&dir.join("alpine-minimal.toml")).unwrap();
+        assert_eq!(tf.packages, ["alpine-base", "openssh"]);
+        assert_eq!(tf.files[0].src, dir.join("motd"));
+        assert!(tf.files[0].src.is_file());
+        assert_eq!(tf.metadata["org.example.variant"], "minimal");
+    }
 }
