@@ -85,12 +85,14 @@ fn print_outcome(tf: &Treefile, outcome: &Outcome, json: bool) -> Result<()> {
                 commit,
                 parent,
                 packages,
+                changes,
             } => serde_json::json!({
                 "ref": tf.ref_name,
                 "commit": commit.to_hex(),
                 "parent": parent.map(|p| p.to_hex()),
                 "changed": true,
                 "packages": packages,
+                "changes": changes,
             }),
         };
         serde_json::to_writer_pretty(&mut out, &v)?;
@@ -103,14 +105,31 @@ fn print_outcome(tf: &Treefile, outcome: &Outcome, json: bool) -> Result<()> {
             writeln!(out, "{}: unchanged, {}", tf.ref_name, commit.to_hex())?
         }
         Outcome::Committed {
-            commit, packages, ..
-        } => writeln!(
-            out,
-            "{}: {} ({} packages)",
-            tf.ref_name,
-            commit.to_hex(),
-            packages.len()
-        )?,
+            commit,
+            packages,
+            changes,
+            ..
+        } => {
+            for p in &changes.added {
+                writeln!(out, "+ {p}")?;
+            }
+            for p in &changes.removed {
+                writeln!(out, "- {p}")?;
+            }
+            for (name, old, new) in &changes.changed {
+                writeln!(out, "~ {name} {old} -> {new}")?;
+            }
+            writeln!(
+                out,
+                "{}: {} ({} packages: {} added, {} removed, {} changed)",
+                tf.ref_name,
+                commit.to_hex(),
+                packages.len(),
+                changes.added.len(),
+                changes.removed.len(),
+                changes.changed.len()
+            )?
+        }
     }
     Ok(())
 }

@@ -191,6 +191,17 @@ fn compose_alpine_base_openssh_gives_a_tree_apk_accepts() {
     let forced = compose_json(&repo, &treefile, &cache, &["--force"]);
     assert_eq!(forced["changed"], true);
     assert_eq!(forced["parent"], commit.as_str());
+    let no_changes = serde_json::json!({"added": [], "removed": [], "changed": []});
+    assert_eq!(forced["changes"], no_changes);
+
+    // One more package: a child commit whose changes name exactly it.
+    let treefile = write_treefile(scratch.path(), &["alpine-base", "openssh", "tzdata"]);
+    let grown = compose_json(&repo, &treefile, &cache, &[]);
+    assert_eq!(grown["parent"], forced["commit"]);
+    assert_eq!(
+        grown["changes"],
+        serde_json::json!({"added": ["tzdata-2023d-r0"], "removed": [], "changed": []})
+    );
     run_ok(ostree(&repo).arg("fsck"));
 }
 

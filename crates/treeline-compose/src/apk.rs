@@ -146,29 +146,32 @@ impl InstalledPackage {
 
     /// The package's installed-db record (§4.1): header lines from the index record,
     /// `r:`/`q:` from `.PKGINFO`, then `F/M/R/a/Z` from its commit's tree, with modes and
-    /// owners as extracted into `root`. Ends with the record's empty line.
-    pub fn record(&self, repo: &Repo, root: &Path) -> Result<String> {
-        let mut out = String::new();
+    /// owners as extracted into `root`.
+    pub fn record(&self, repo: &Repo, root: &Path) -> Result<Record> {
+        let mut header = String::new();
         for letter in HEADER_LETTERS {
             if let Some((_, v)) = self.meta.fields.iter().find(|(k, _)| k == letter) {
-                let _ = writeln!(out, "{letter}:{v}");
+                let _ = writeln!(header, "{letter}:{v}");
             }
         }
         let replaces = self.pkginfo.joined("replaces");
         if !replaces.is_empty() {
-            let _ = writeln!(out, "r:{replaces}");
+            let _ = writeln!(header, "r:{replaces}");
         }
         if let Some(q) = self.pkginfo.get("replaces_priority")
             && q.trim().parse::<i64>().is_ok_and(|q| q != 0)
         {
-            let _ = writeln!(out, "q:{}", q.trim());
+            let _ = writeln!(header, "q:{}", q.trim());
         }
         let c = repo
             .load_commit(&self.commit)
             .map_err(store_err(format!("loading the commit of {}", self.label())))?;
-        self.walk(repo, &c.root_tree, "", root, &mut out)?;
-        out.push('\n');
-        Ok(out)
+        let mut record = Record {
+            header,
+            dirs: Vec::new(),
+        };
+        self.walk(repo, &c.root_tree, "", root, &mut record.dirs)?;
+        Ok(record)
     }
 
     fn walk(
@@ -177,35 +180,39 @@ impl InstalledPackage {
         tree: &Checksum,
         rel: &str,
         root: &Path,
-        out: &mut String,
+        out: &mut Vec<DirRecord>,
     ) -> Result<()> {
         let t = repo
             .load_dirtree(tree)
             .map_err(store_err(format!("reading the tree of {}", self.label())))?;
+        // Files directly in / cannot be expressed in the db (no `F:` for the root); apk
+        // packages have none.
         if !rel.is_empty() {
             let path = root.join(rel);
             let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
-            let _ = writeln!(out, "F:{rel}");
             let mode = md.mode() & 0o7777;
-            if (md.uid(), md.gid(), mode) != (0, 0, 0o755) {
-                let _ = writeln!(out, "M:{}:{}:{mode:o}", md.uid(), md.gid());
-            }
+            let mut dir = DirRecord {
+                path: rel.to_owned(),
+                meta: ((md.uid(), md.gid(), mode) != (0, 0, 0o755))
+                    .then(|| format!("M:{}:{}:{mode:o}\n", md.uid(), md.gid())),
+                files: Vec::new(),
+            };
             for (name, _) in &t.files {
                 let rel_file = format!("{rel}/{name}");
                 let path = root.join(&rel_file);
                 let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
-                let _ = writeln!(out, "R:{name}");
+                let mut lines = format!("R:{name}\n");
                 let mode = md.mode() & 0o7777;
                 if (md.uid(), md.gid(), mode) != (0, 0, 0o644) {
-                    let _ = writeln!(out, "a:{}:{}:{mode:o}", md.uid(), md.gid());
+                    let _ = writeln!(lines, "a:{}:{}:{mode:o}", md.uid(), md.gid());
                 }
                 if let Some(z) = self.checksums.get(&rel_file) {
-                    let _ = writeln!(out, "Z:{z}");
+                    let _ = writeln!(lines, "Z:{z}");
                 }
+                dir.files.push((name.clone(), lines));
             }
+            out.push(dir);
         }
-        // Files directly in / cannot be expressed in the db (no `F:` for the root); apk
-        // packages have none.
         for (name, sub, _) in &t.dirs {
             let rel_dir = if rel.is_empty() {
                 name.clone()
@@ -215,6 +222,56 @@ impl InstalledPackage {
             self.walk(repo, sub, &rel_dir, root, out)?;
         }
         Ok(())
+    }
+}
+
+/// One package's installed-db record, kept in parts so a later package that overwrites
+/// a file takes it over (apk moves ownership the same way).
+pub struct Record {
+    /// Header and package-level lines (`C:` … `i:`, `r:`, `q:`).
+    header: String,
+    /// Directories in tree order, each with its files.
+    dirs: Vec<DirRecord>,
+}
+
+struct DirRecord {
+    path: String,
+    /// The `M:` line, when not 0:0:755.
+    meta: Option<String>,
+    /// Basename and its `R:`/`a:`/`Z:` lines.
+    files: Vec<(String, String)>,
+}
+
+impl Record {
+    fn file_paths(&self) -> impl Iterator<Item = String> + '_ {
+        self.dirs
+            .iter()
+            .flat_map(|d| d.files.iter().map(move |(n, _)| format!("{}/{n}", d.path)))
+    }
+
+    fn disown(&mut self, path: &str) {
+        let Some((dir, name)) = path.rsplit_once('/') else {
+            return;
+        };
+        for d in self.dirs.iter_mut().filter(|d| d.path == dir) {
+            d.files.retain(|(n, _)| n != name);
+        }
+    }
+
+    /// The record's text, ending with its empty line.
+    pub fn text(&self) -> String {
+        let mut out = self.header.clone();
+        for d in &self.dirs {
+            let _ = writeln!(out, "F:{}", d.path);
+            if let Some(m) = &d.meta {
+                out.push_str(m);
+            }
+            for (_, lines) in &d.files {
+                out.push_str(lines);
+            }
+        }
+        out.push('\n');
+        out
     }
 }
 
@@ -266,12 +323,21 @@ fn id_map(path: &Path) -> HashMap<String, u32> {
 /// The installed packages and their records, in install order.
 #[derive(Default)]
 pub struct Database {
-    installed: Vec<(InstalledPackage, String)>,
+    installed: Vec<(InstalledPackage, Record)>,
+    /// Which package (index into `installed`) owns each file path.
+    owners: HashMap<String, usize>,
 }
 
 impl Database {
-    /// Adds an installed package with its record.
-    pub fn push(&mut self, pkg: InstalledPackage, record: String) {
+    /// Adds an installed package with its record. Files it shares with packages
+    /// installed earlier are now its own (it overwrote them).
+    pub fn push(&mut self, pkg: InstalledPackage, record: Record) {
+        let index = self.installed.len();
+        for path in record.file_paths() {
+            if let Some(previous) = self.owners.insert(path.clone(), index) {
+                self.installed[previous].1.disown(&path);
+            }
+        }
         self.installed.push((pkg, record));
     }
 
@@ -307,7 +373,7 @@ impl Database {
     pub fn write(&self, root: &Path, tf: &Treefile) -> Result<()> {
         let db = root.join("lib/apk/db");
         mkdirs(&db)?;
-        let mut sorted: Vec<&(InstalledPackage, String)> = self.installed.iter().collect();
+        let mut sorted: Vec<&(InstalledPackage, Record)> = self.installed.iter().collect();
         sorted.sort_by(|(a, _), (b, _)| {
             a.meta
                 .name
@@ -316,7 +382,7 @@ impl Database {
                 .then_with(|| a.meta.name.cmp(&b.meta.name))
                 .then_with(|| treeline_pkg::apk::version::compare(&a.meta.version, &b.meta.version))
         });
-        let installed: String = sorted.iter().map(|(_, r)| r.as_str()).collect();
+        let installed: String = sorted.iter().map(|(_, r)| r.text()).collect();
         write(&db.join("installed"), installed.as_bytes())?;
         write(&db.join("scripts.tar"), &self.scripts_tar(&db)?)?;
         let mut triggers = String::new();
@@ -457,6 +523,43 @@ mod tests {
             out,
             ["/bin", "/usr/bin", "/lib/modules/6.1", "/lib/modules/6.6"]
         );
+    }
+
+    fn record(files: &[(&str, &[&str])]) -> Record {
+        Record {
+            header: "P:x\n".to_owned(),
+            dirs: files
+                .iter()
+                .map(|(dir, names)| DirRecord {
+                    path: (*dir).to_owned(),
+                    meta: None,
+                    files: names
+                        .iter()
+                        .map(|n| ((*n).to_owned(), format!("R:{n}\n")))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_later_package_takes_over_the_files_it_overwrites() {
+        let pkg = |name: &str| InstalledPackage {
+            meta: PackageMeta {
+                name: name.to_owned(),
+                ..PackageMeta::default()
+            },
+            commit: Checksum::of(b""),
+            pkginfo: PkgInfo::default(),
+            scripts: Vec::new(),
+            owners: Vec::new(),
+            checksums: HashMap::new(),
+        };
+        let mut db = Database::default();
+        db.push(pkg("a"), record(&[("bin", &["ls", "sh"])]));
+        db.push(pkg("b"), record(&[("bin", &["sh"])]));
+        assert_eq!(db.installed[0].1.text(), "P:x\nF:bin\nR:ls\n\n");
+        assert_eq!(db.installed[1].1.text(), "P:x\nF:bin\nR:sh\n\n");
     }
 
     #[test]

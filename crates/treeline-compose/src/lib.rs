@@ -194,7 +194,54 @@ pub enum Outcome {
         parent: Option<Checksum>,
         /// The installed packages, `name-version`.
         packages: Vec<String>,
+        /// Package changes against the parent (everything is added without one).
+        changes: PackageChanges,
     },
+}
+
+/// How two package lists (`name-version`, as [`keys::PACKAGES`] holds them) differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PackageChanges {
+    /// `name-version` of packages only in the new list.
+    pub added: Vec<String>,
+    /// `name-version` of packages only in the old list.
+    pub removed: Vec<String>,
+    /// `(name, old version, new version)`.
+    pub changed: Vec<(String, String, String)>,
+}
+
+impl PackageChanges {
+    /// Compares two lists of apk `name-version` strings (the version is the last two
+    /// `-`-separated parts: `1.36.1-r15`).
+    pub fn between(old: &[String], new: &[String]) -> PackageChanges {
+        fn split(s: &str) -> (&str, &str) {
+            let mut it = s.rmatch_indices('-');
+            match (it.next(), it.next()) {
+                (Some(_), Some((i, _))) => (&s[..i], &s[i + 1..]),
+                _ => (s, ""),
+            }
+        }
+        let old: BTreeMap<&str, &str> = old.iter().map(|s| split(s)).collect();
+        let new: BTreeMap<&str, &str> = new.iter().map(|s| split(s)).collect();
+        let mut changes = PackageChanges::default();
+        for (name, version) in &new {
+            match old.get(name) {
+                None => changes.added.push(format!("{name}-{version}")),
+                Some(o) if o != version => changes.changed.push((
+                    (*name).to_owned(),
+                    (*o).to_owned(),
+                    (*version).to_owned(),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (name, version) in &old {
+            if !new.contains_key(name) {
+                changes.removed.push(format!("{name}-{version}"));
+            }
+        }
+        changes
+    }
 }
 
 /// Solves the treefile's packages against its repositories.
@@ -486,6 +533,17 @@ fn commit_root(
         parent,
         timestamp: commit_timestamp(packages),
     };
+    let previous = match &parent {
+        Some(p) => repo
+            .load_commit(p)
+            .map_err(store_err(format!("loading {}", p.to_hex())))?
+            .metadata
+            .get(keys::PACKAGES)
+            .and_then(|v| v.as_strv())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let changes = PackageChanges::between(&previous, &installed);
     let commit = write_commit(&txn, written, &options).map_err(store_err("writing the commit"))?;
     txn.commit().map_err(store_err("syncing the commit"))?;
     repo.set_ref(&spec, Some(&commit))
@@ -494,5 +552,33 @@ fn commit_root(
         commit,
         parent,
         packages: installed,
+        changes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_changes_name_added_removed_and_upgraded_packages() {
+        let old = [
+            "busybox-1.36.1-r15",
+            "openssh-server-9.6_p1-r0",
+            "zlib-1.3-r0",
+        ]
+        .map(String::from);
+        let new = ["busybox-1.36.1-r16", "chrony-4.5-r0", "zlib-1.3-r0"].map(String::from);
+        let c = PackageChanges::between(&old, &new);
+        assert_eq!(c.added, ["chrony-4.5-r0"]);
+        assert_eq!(c.removed, ["openssh-server-9.6_p1-r0"]);
+        assert_eq!(
+            c.changed,
+            [(
+                "busybox".to_owned(),
+                "1.36.1-r15".to_owned(),
+                "1.36.1-r16".to_owned()
+            )]
+        );
+    }
 }
