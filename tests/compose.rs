@@ -339,3 +339,72 @@ fn compose_unknown_package_names_it_and_leaves_the_ref() {
         commit
     );
 }
+
+/// Writes an unsigned apk repository at `dir` with one package, `failpkg`, whose
+/// pre-install script fails (exit 3) after printing a message.
+const MAKE_FAILING_REPO: &str = r##"
+import gzip, hashlib, io, sys, tarfile, base64, os
+out = sys.argv[1]
+os.makedirs(f"{out}/x86_64", exist_ok=True)
+def tar_bytes(entries, cut):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data, mode in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data); ti.mode = mode; ti.mtime = 1700000000
+            t.addfile(ti, io.BytesIO(data))
+    b = buf.getvalue()
+    if cut:
+        b = b.rstrip(b"\0")
+        b += b"\0" * ((-len(b)) % 512)
+    return b
+def gz(b):
+    return gzip.compress(b, mtime=0)
+data = gz(tar_bytes([], False))
+pkginfo = ("pkgname = failpkg\npkgver = 1.0-r0\narch = x86_64\nsize = 0\npkgdesc = fails\n"
+           "builddate = 1700000000\ndepend = busybox\ndatahash = %s\n" % hashlib.sha256(data).hexdigest()).encode()
+control = gz(tar_bytes([(".PKGINFO", pkginfo, 0o644), (".pre-install", b"#!/bin/sh\necho broken on purpose >&2\nexit 3\n", 0o755)], True))
+apk = control + data
+open(f"{out}/x86_64/failpkg-1.0-r0.apk", "wb").write(apk)
+ident = "Q1" + base64.b64encode(hashlib.sha1(control).digest()).decode()
+index = (f"C:{ident}\nP:failpkg\nV:1.0-r0\nA:x86_64\nS:{len(apk)}\nI:0\nT:fails\nU:\nL:\nt:1700000000\nD:busybox\n\n").encode()
+open(f"{out}/x86_64/APKINDEX.tar.gz", "wb").write(gz(tar_bytes([("APKINDEX", index, 0o644)], False)))
+"##;
+
+#[test]
+fn compose_failing_script_names_it_and_makes_no_ref() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    init_repo(&repo);
+    let local = scratch.path().join("local");
+    let maker = scratch.path().join("mk.py");
+    fs::write(&maker, MAKE_FAILING_REPO).unwrap();
+    run_ok(tool("python3").arg(&maker).arg(&local));
+    let treefile = scratch.path().join("fail.toml");
+    fs::write(
+        &treefile,
+        format!(
+            "ref = \"fail/test\"\ndistribution = \"alpine\"\nrepositories = [{:?}, {:?}]\n\
+             packages = [\"busybox\", \"failpkg\"]\n",
+            alpine_repo().display().to_string(),
+            local.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run_fail(
+        tl(&repo)
+            .args(["compose", "tree", "--cache-dir"])
+            .arg(scratch.path().join("cache"))
+            .arg(&treefile),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pre-install of failpkg-1.0-r0 failed"),
+        "{err}"
+    );
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("broken on purpose"), "{err}");
+    let refs = run_ok(ostree(&repo).arg("refs"));
+    assert!(!refs.contains("fail/test"), "{refs}");
+    run_ok(ostree(&repo).arg("fsck"));
+}
