@@ -170,41 +170,62 @@ impl InstalledPackage {
             header,
             dirs: Vec::new(),
         };
-        self.walk(repo, &c.root_tree, "", root, &mut record.dirs)?;
+        self.walk(
+            repo,
+            (&c.root_tree, &c.root_meta),
+            "",
+            root,
+            &mut record.dirs,
+        )?;
         Ok(record)
     }
 
     fn walk(
         &self,
         repo: &Repo,
-        tree: &Checksum,
+        (tree, meta): (&Checksum, &Checksum),
         rel: &str,
         root: &Path,
         out: &mut Vec<DirRecord>,
     ) -> Result<()> {
-        let t = repo
-            .load_dirtree(tree)
-            .map_err(store_err(format!("reading the tree of {}", self.label())))?;
+        let what = || format!("reading the tree of {}", self.label());
+        let t = repo.load_dirtree(tree).map_err(store_err(what()))?;
         // Files directly in / cannot be expressed in the db (no `F:` for the root); apk
         // packages have none.
         if !rel.is_empty() {
             let path = root.join(rel);
             let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
             let mode = md.mode() & 0o7777;
+            let xattrs = repo.load_dirmeta(meta).map_err(store_err(what()))?.xattrs;
             let mut dir = DirRecord {
                 path: rel.to_owned(),
-                meta: ((md.uid(), md.gid(), mode) != (0, 0, 0o755))
-                    .then(|| format!("M:{}:{}:{mode:o}\n", md.uid(), md.gid())),
+                meta: ((md.uid(), md.gid(), mode) != (0, 0, 0o755) || !xattrs.is_empty()).then(
+                    || {
+                        format!(
+                            "M:{}:{}:{mode:o}{}\n",
+                            md.uid(),
+                            md.gid(),
+                            xattr_field(&xattrs)
+                        )
+                    },
+                ),
                 files: Vec::new(),
             };
-            for (name, _) in &t.files {
+            for (name, file) in &t.files {
                 let rel_file = format!("{rel}/{name}");
                 let path = root.join(&rel_file);
                 let md = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+                let xattrs = repo.open_file(file).map_err(store_err(what()))?.0.xattrs;
                 let mut lines = format!("R:{name}\n");
                 let mode = md.mode() & 0o7777;
-                if (md.uid(), md.gid(), mode) != (0, 0, 0o644) {
-                    let _ = writeln!(lines, "a:{}:{}:{mode:o}", md.uid(), md.gid());
+                if (md.uid(), md.gid(), mode) != (0, 0, 0o644) || !xattrs.is_empty() {
+                    let _ = writeln!(
+                        lines,
+                        "a:{}:{}:{mode:o}{}",
+                        md.uid(),
+                        md.gid(),
+                        xattr_field(&xattrs)
+                    );
                 }
                 if let Some(z) = self.checksums.get(&rel_file) {
                     let _ = writeln!(lines, "Z:{z}");
@@ -213,16 +234,37 @@ impl InstalledPackage {
             }
             out.push(dir);
         }
-        for (name, sub, _) in &t.dirs {
+        for (name, sub, sub_meta) in &t.dirs {
             let rel_dir = if rel.is_empty() {
                 name.clone()
             } else {
                 format!("{rel}/{name}")
             };
-            self.walk(repo, sub, &rel_dir, root, out)?;
+            self.walk(repo, (sub, sub_meta), &rel_dir, root, out)?;
         }
         Ok(())
     }
+}
+
+/// The 4th field of `M:`/`a:` lines (with its `:`), empty without xattrs: `Q1` + base64
+/// of SHA-1 over the xattrs sorted by name, each as (u32 BE name length, name, u32 BE
+/// value length, value), as apk-format.md §4.1 describes.
+fn xattr_field(xattrs: &treeline_store::object::Xattrs) -> String {
+    use sha1::Digest;
+    if xattrs.is_empty() {
+        return String::new();
+    }
+    let mut sorted: Vec<_> = xattrs.iter().collect();
+    sorted.sort();
+    let mut h = sha1::Sha1::new();
+    for (name, value) in sorted {
+        h.update((name.len() as u32).to_be_bytes());
+        h.update(name);
+        h.update((value.len() as u32).to_be_bytes());
+        h.update(value);
+    }
+    let digest: [u8; 20] = h.finalize().into();
+    format!(":{}", treeline_pkg::apk::q1_encode(&digest))
 }
 
 /// One package's installed-db record, kept in parts so a later package that overwrites
@@ -560,6 +602,17 @@ mod tests {
         db.push(pkg("b"), record(&[("bin", &["sh"])]));
         assert_eq!(db.installed[0].1.text(), "P:x\nF:bin\nR:ls\n\n");
         assert_eq!(db.installed[1].1.text(), "P:x\nF:bin\nR:sh\n\n");
+    }
+
+    #[test]
+    fn xattr_field_hashes_sorted_length_prefixed_pairs() {
+        assert_eq!(xattr_field(&Vec::new()), "");
+        // Computed independently with Python's hashlib over the pairs sorted by name.
+        let xattrs = vec![
+            (b"user.second".to_vec(), b"2".to_vec()),
+            (b"user.first".to_vec(), b"1".to_vec()),
+        ];
+        assert_eq!(xattr_field(&xattrs), ":Q1w3+sF9yqw5ZhLQKR6DkKD/dzDYU=");
     }
 
     #[test]
