@@ -1,6 +1,7 @@
 //! treeline: image-based Linux systems with atomic updates, on an OSTree-compatible store.
 
 mod admin_cmds;
+mod compose_cmds;
 mod delta_cmds;
 mod pkg_cmds;
 mod progress;

@@ -486,26 +486,7 @@ fn import(
     Ok(())
 }
 
-/// Repositories loaded and a request solved against them.
-struct Resolved {
-    family: Family,
-    sources: Vec<treeline_pkg::source::Source>,
-    /// For every universe package, the base URL of the repository it came from.
-    bases: Vec<String>,
-    universe: treeline_pkg::solve::Universe,
-    solution: treeline_pkg::solve::Solution,
-}
-
-impl Resolved {
-    /// The apk keys every package must be signed by (none when untrusted is allowed).
-    fn apk_keys(&self) -> Result<Option<Keys>> {
-        let dir = self.sources.iter().find_map(|s| match s {
-            treeline_pkg::source::Source::Apk(a) => a.keys.clone(),
-            treeline_pkg::source::Source::Deb(_) => None,
-        });
-        dir.as_deref().map(load_keys).transpose()
-    }
-}
+use treeline_pkg::pipeline::Resolved;
 
 fn host_arch() -> String {
     std::process::Command::new("dpkg")
@@ -592,20 +573,6 @@ fn build_sources(args: &SourceArgs) -> Result<(Family, Vec<treeline_pkg::source:
     Ok((Family::Deb, sources))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn fetcher() -> Result<treeline_pull::fetch::Fetcher> {
-    Ok(treeline_pull::fetch::Fetcher::new(
-        5,
-        std::time::Duration::from_secs(60),
-    )?)
-}
-
 fn cache(args: &SourceArgs) -> treeline_pkg::cache::Cache {
     treeline_pkg::cache::Cache::new(
         args.cache_dir
@@ -619,22 +586,11 @@ fn resolve(
     policy: &PolicyArgs,
     requests: &[String],
 ) -> Result<Resolved> {
-    use treeline_pkg::solve::{Request, Universe, solve};
+    use treeline_pkg::solve::Request;
     if requests.is_empty() && !policy.required && !policy.essential {
         bail!("nothing to resolve: name packages (or pass --required / --essential)");
     }
     let (family, sources) = build_sources(sources_args)?;
-    let rt = runtime()?;
-    let fetcher = fetcher()?;
-    let cache = cache(sources_args);
-    let repos = rt.block_on(treeline_pkg::source::load_all(&sources, &fetcher, &cache))?;
-    let mut bases = Vec::new();
-    let mut packages = Vec::new();
-    for repo in repos {
-        bases.extend(std::iter::repeat_n(repo.base.clone(), repo.packages.len()));
-        packages.extend(repo.packages);
-    }
-    let universe = Universe::new(family, packages);
     let mut request = match family {
         Family::Apk => Request::from_apk_world(&requests.join(" "))?,
         Family::Deb => {
@@ -660,14 +616,15 @@ fn resolve(
     request.install_recommends = !policy.no_install_recommends;
     request.add_required = policy.required;
     request.add_essential = policy.essential;
-    let solution = solve(&universe, &request)?;
-    Ok(Resolved {
-        family,
+    let rt = treeline_pkg::pipeline::runtime()?;
+    let fetcher = treeline_pkg::pipeline::fetcher()?;
+    Ok(treeline_pkg::pipeline::resolve(
+        &rt,
+        &fetcher,
+        &cache(sources_args),
         sources,
-        bases,
-        universe,
-        solution,
-    })
+        &request,
+    )?)
 }
 
 fn print_resolved(resolved: &Resolved, json: bool) -> Result<()> {
@@ -713,36 +670,15 @@ fn print_resolved(resolved: &Resolved, json: bool) -> Result<()> {
 /// Downloads the solution's packages into the cache; returns their paths in install
 /// order.
 fn fetch(args: &SourceArgs, resolved: &Resolved) -> Result<Vec<PathBuf>> {
-    use treeline_pkg::cache::{Wanted, verify_sha256};
-    let wanted: Vec<Wanted<'_>> = resolved
-        .solution
-        .install_order
-        .iter()
-        .map(|&id| Wanted {
-            base: resolved.bases[id].clone(),
-            package: &resolved.universe.packages()[id],
-        })
-        .collect();
-    let verify = match resolved.family {
-        Family::Apk => verify_apk_identity,
-        Family::Deb => verify_sha256,
-    };
     let bar = crate::progress::Bar::new("downloading");
-    let rt = runtime()?;
-    let fetcher = fetcher()?;
-    let cache = cache(args);
-    let paths = rt.block_on(cache.fetch_all(&fetcher, &wanted, args.jobs, verify, &bar))?;
-    Ok(paths)
-}
-
-/// An .apk from an index is pinned by its identity (SHA-1 of the control member) and
-/// the datahash the control member holds.
-fn verify_apk_identity(
-    meta: &treeline_pkg::PackageMeta,
-    path: &Path,
-) -> std::result::Result<(), String> {
-    let pkg = ApkPackage::open(path).map_err(|e| e.to_string())?;
-    pkg.check_identity(&meta.checksum)
-        .map_err(|e| e.to_string())?;
-    pkg.verify_datahash().map_err(|e| e.to_string())
+    let rt = treeline_pkg::pipeline::runtime()?;
+    let fetcher = treeline_pkg::pipeline::fetcher()?;
+    Ok(treeline_pkg::pipeline::fetch(
+        &rt,
+        &fetcher,
+        &cache(args),
+        resolved,
+        args.jobs,
+        &bar,
+    )?)
 }

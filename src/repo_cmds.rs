@@ -133,6 +133,8 @@ pub enum Command {
     Pkg(crate::pkg_cmds::PkgArgs),
     /// Deployments on a target: init-fs, os-init, deploy, status, rollback, pin, cleanup.
     Admin(crate::admin_cmds::AdminArgs),
+    /// Build OS commits from treefiles: `compose tree TREEFILE`.
+    Compose(crate::compose_cmds::ComposeArgs),
 }
 
 /// `commit` flags.
@@ -435,6 +437,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
         Command::StaticDelta(args) => return crate::delta_cmds::run(repo_path, args),
         Command::Pkg(args) => return crate::pkg_cmds::run(repo_path, args),
         Command::Admin(args) => return crate::admin_cmds::run(args),
+        Command::Compose(args) => return crate::compose_cmds::run(repo_path, args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod deb;
 pub mod import;
 pub mod model;
+pub mod pipeline;
 pub mod solve;
 pub mod source;
 pub mod version;
@@ -44,6 +45,9 @@ pub enum Error {
     /// Building a package's tree.
     #[error(transparent)]
     Import(#[from] import::Error),
+    /// Starting the downloader.
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::Error),
     /// The store refused an import.
     #[error(transparent)]
     Store(#[from] treeline_store::Error),

@@ -1,0 +1,135 @@
+//! `treeline compose`: build OS commits from treefiles (docs/treefile.md).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+use treeline_compose::{ComposeOptions, Outcome, compose_tree, treefile::Treefile};
+
+/// Compose commands.
+#[derive(Args, Debug)]
+pub struct ComposeArgs {
+    #[command(subcommand)]
+    command: ComposeCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ComposeCommand {
+    /// Build the tree a treefile describes and commit it on the treefile's ref: resolve,
+    /// fetch, import, assemble, package database, scripts, commit. No commit is made when
+    /// nothing changed.
+    Tree {
+        /// The treefile (TOML).
+        treefile: PathBuf,
+        /// Package cache directory (default: $TREELINE_CACHE_DIR, /var/cache/treeline as
+        /// root, else ~/.cache/treeline).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Resolve and print the plan (packages in install order, cached or to fetch);
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Commit even when the tree and metadata equal the ref's commit.
+        #[arg(long)]
+        force: bool,
+        /// Downloads in flight at once.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
+    match args.command {
+        ComposeCommand::Tree {
+            treefile,
+            cache_dir,
+            dry_run,
+            force,
+            jobs,
+            json,
+        } => {
+            let tf = Treefile::load(&treefile)?;
+            let repo_path = repo.ok_or_else(|| anyhow!("compose tree needs --repo=PATH"))?;
+            let repo = treeline_store::Repo::open(&repo_path)
+                .with_context(|| format!("opening repository {}", repo_path.display()))?;
+            let opts = ComposeOptions {
+                cache_dir,
+                dry_run,
+                force,
+                jobs,
+                progress: Some(Box::new(crate::progress::Bar::new("downloading"))),
+            };
+            let outcome = compose_tree(&repo, &tf, &opts)
+                .with_context(|| format!("composing {}", treefile.display()))?;
+            drop(opts);
+            print_outcome(&tf, &outcome, json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_outcome(tf: &Treefile, outcome: &Outcome, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = match outcome {
+            Outcome::Planned(plan) => serde_json::to_value(plan)?,
+            Outcome::Unchanged { commit } => serde_json::json!({
+                "ref": tf.ref_name, "commit": commit.to_hex(), "changed": false,
+            }),
+            Outcome::Committed {
+                commit,
+                parent,
+                packages,
+                changes,
+            } => serde_json::json!({
+                "ref": tf.ref_name,
+                "commit": commit.to_hex(),
+                "parent": parent.map(|p| p.to_hex()),
+                "changed": true,
+                "packages": packages,
+                "changes": changes,
+            }),
+        };
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    match outcome {
+        Outcome::Planned(plan) => write!(out, "{plan}")?,
+        Outcome::Unchanged { commit } => {
+            writeln!(out, "{}: unchanged, {}", tf.ref_name, commit.to_hex())?
+        }
+        Outcome::Committed {
+            commit,
+            packages,
+            changes,
+            ..
+        } => {
+            for p in &changes.added {
+                writeln!(out, "+ {p}")?;
+            }
+            for p in &changes.removed {
+                writeln!(out, "- {p}")?;
+            }
+            for (name, old, new) in &changes.changed {
+                writeln!(out, "~ {name} {old} -> {new}")?;
+            }
+            writeln!(
+                out,
+                "{}: {} ({} packages: {} added, {} removed, {} changed)",
+                tf.ref_name,
+                commit.to_hex(),
+                packages.len(),
+                changes.added.len(),
+                changes.removed.len(),
+                changes.changed.len()
+            )?
+        }
+    }
+    Ok(())
+}
