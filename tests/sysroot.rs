@@ -719,3 +719,177 @@ fn cleanup_killed_at_any_step_keeps_the_default_and_a_valid_repo() {
         force_remove(&s);
     }
 }
+
+/// Commit `dir` to `branch` of a server repository (archive mode) with a `version`, and
+/// update its summary; returns the commit checksum.
+fn commit_to_server(server: &Path, dir: &Path, branch: &str, version: &str) -> String {
+    run_ok(
+        tl(server)
+            .args(["commit", "-b", branch])
+            .arg(format!("--add-metadata-string=version={version}"))
+            .arg(dir),
+    );
+    run_ok(ostree(server).args(["summary", "-u"]));
+    run_ok(ostree(server).args(["rev-parse", branch]))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn upgrade_pulls_the_origin_deploys_it_and_exits_77_when_nothing_is_new() {
+    let scratch = SysrootScratch::new();
+    let server = scratch.path().join("server");
+    run_ok(ostree(&server).args(["init", "--mode=archive"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit_to_server(&server, &tree, "testos/stable", "1.0");
+    let nginx = Nginx::start(&server, &scratch.path().join("nginx"));
+
+    // A sysroot deployed at v1 through the remote ref, as an installer would.
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let repo = repo_of(&s);
+    run_ok(ostree(&repo).args(["remote", "add", "--no-gpg-verify", "origin", &nginx.url]));
+    run_ok(tl(&repo).args(["pull", "origin", "testos/stable"]));
+    run_ok(admin(&s).args([
+        "deploy",
+        "--os=testos",
+        "origin:testos/stable",
+        "--karg=root=LABEL=root",
+    ]));
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+
+    // Nothing new yet.
+    let out = admin(&s).arg("upgrade").output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+
+    make_tree(&tree, "a second kernel\n", &[("motd", "v2\n")]);
+    let c2 = commit_to_server(&server, &tree, "testos/stable", "2.0");
+
+    // --check reports the update and changes nothing, not even the local ref.
+    let out = run_ok(admin(&s).args(["upgrade", "--check", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["update"], true);
+    assert_eq!(v["current"], c1.as_str());
+    assert_eq!(v["available"], c2.as_str());
+    assert_eq!(v["version"], "2.0");
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+    assert_eq!(
+        run_ok(ostree(&repo).args(["rev-parse", "origin:testos/stable"])).trim(),
+        c1
+    );
+
+    // The upgrade makes v2 the default, keeps v1 as rollback and the origin.
+    let out = run_ok(admin(&s).arg("upgrade"));
+    assert!(out.contains("Update available"), "{out}");
+    assert!(out.contains("Fetched "), "{out}");
+    let st = ostree_status(&s);
+    assert_eq!(names(&st), vec![format!("{c2}.0"), format!("{c1}.0")]);
+    assert_eq!(st[0].refspec.as_deref(), Some("origin:testos/stable"));
+    assert_eq!(st, treeline_status(&s));
+    assert_eq!(
+        fs::read_to_string(deployment_dir(&s, &format!("{c2}.0")).join("etc/motd")).unwrap(),
+        "v2\n"
+    );
+    assert!(
+        fs::read_to_string(s.join("boot/loader/entries/ostree-2-testos.conf"))
+            .unwrap()
+            .contains("root=LABEL=root")
+    );
+    run_ok(ostree(&repo).arg("fsck"));
+
+    // And again: nothing new.
+    let out = admin(&s).arg("upgrade").output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    assert_eq!(
+        names(&ostree_status(&s)),
+        vec![format!("{c2}.0"), format!("{c1}.0")]
+    );
+}
+
+#[test]
+fn upgrade_with_an_unknown_remote_fails_clearly_and_changes_nothing() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    let origin = scratch.path().join("origin");
+    fs::write(&origin, "[origin]\nrefspec=nosuch:testos/stable\n").unwrap();
+    run_ok(
+        admin(&s)
+            .args(["deploy", "--os=testos", "testos/stable"])
+            .arg(format!("--origin-file={}", origin.display())),
+    );
+    let out = run_fail(admin(&s).arg("upgrade"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch"), "{err}");
+    assert_ne!(out.status.code(), Some(77));
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+}
+
+#[test]
+fn deploy_merges_passwd_and_group_keeping_existing_ids() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            (
+                "passwd",
+                "root:x:0:0:root:/root:/bin/sh\nsvc:x:101:101::/:/sbin/nologin\n",
+            ),
+            ("group", "root:x:0:\nsvc:x:101:\nwheel:x:10:\n"),
+        ],
+    );
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    // A user added on the machine.
+    let etc1 = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+    fs::write(
+        etc1.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nsvc:x:101:101::/:/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        etc1.join("group"),
+        "root:x:0:\nsvc:x:101:\nwheel:x:10:alice\nalice:x:1000:\n",
+    )
+    .unwrap();
+
+    // The new build numbered svc differently and adds a user whose IDs are alice's.
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            (
+                "passwd",
+                "root:x:0:0:root:/root:/bin/sh\nsvc:x:105:105::/:/sbin/nologin\nmsg:x:1000:1000::/:/bin/false\n",
+            ),
+            (
+                "group",
+                "root:x:0:\nsvc:x:105:\nwheel:x:10:msg\nmsg:x:1000:\n",
+            ),
+        ],
+    );
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    let out = run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    assert!(out.contains("users added [\"msg\"]"), "{out}");
+    let etc2 = deployment_dir(&s, &format!("{c2}.0")).join("etc");
+    assert_eq!(
+        fs::read_to_string(etc2.join("passwd")).unwrap(),
+        "root:x:0:0:root:/root:/bin/sh\nsvc:x:101:101::/:/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/sh\nmsg:x:1001:1001::/:/bin/false\n"
+    );
+    assert_eq!(
+        fs::read_to_string(etc2.join("group")).unwrap(),
+        "root:x:0:\nsvc:x:101:\nwheel:x:10:alice,msg\nalice:x:1000:\nmsg:x:1001:\n"
+    );
+    // The files keep the new tree's mode.
+    let mode = fs::metadata(etc2.join("passwd"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o644);
+}

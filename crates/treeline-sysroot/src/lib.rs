@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod bls;
 mod cleanup;
 mod deploy;
@@ -40,6 +41,7 @@ pub mod lock;
 mod status;
 mod sysroot;
 
+pub use accounts::AccountsReport;
 pub use bls::{BootEntry, Kargs};
 pub use cleanup::CleanupReport;
 pub use deploy::{DeployOptions, DeployReport};
