@@ -893,3 +893,55 @@ fn deploy_merges_passwd_and_group_keeping_existing_ids() {
         & 0o7777;
     assert_eq!(mode, 0o644);
 }
+
+/// `len` bytes that do not compress.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn deploy_refuses_when_boot_is_too_small_and_writes_nothing() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    write_file(
+        &tree,
+        "usr/lib/modules/6.1.0/vmlinuz",
+        &noise(3 << 20),
+        0o644,
+    );
+    commit(&s, &tree, "testos/stable", "1.0", false);
+    // A 2 MiB /boot cannot take a 3 MiB kernel.
+    let _boot = LoopMount::new(&scratch.path().join("boot.img"), 2, &s.join("boot"));
+    let out = run_fail(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough space")
+            && err.contains(&s.join("boot").display().to_string())
+            && err.contains("kernel and initramfs")
+            && err.contains("needed"),
+        "{err}"
+    );
+    assert!(names(&ostree_status(&s)).is_empty());
+    let deploy_dir = s.join("ostree/deploy/testos/deploy");
+    let left: Vec<_> = fs::read_dir(&deploy_dir)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let boot_left: Vec<_> = fs::read_dir(s.join("boot"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "lost+found")
+        .collect();
+    assert!(boot_left.is_empty(), "{boot_left:?}");
+}

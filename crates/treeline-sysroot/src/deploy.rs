@@ -96,6 +96,8 @@ impl Sysroot {
         } else {
             self.merge_deployment(&opts.stateroot).cloned()
         };
+        // Before anything is written.
+        self.check_space(&opts.stateroot, &checksum)?;
         let serial = next_serial(&stateroot_dir, &checksum)?;
         let name = format!("{checksum}.{serial}");
         let staging = stateroot_dir.join(format!("{STAGING_PREFIX}{name}"));

@@ -38,6 +38,7 @@ pub mod etc_merge;
 mod fsutil;
 pub mod kernel;
 pub mod lock;
+pub mod space;
 mod status;
 mod sysroot;
 
@@ -48,6 +49,7 @@ pub use deploy::{DeployOptions, DeployReport};
 pub use deployment::Deployment;
 pub use error::{Error, Result};
 pub use lock::SysrootLock;
+pub use space::SpaceNeed;
 pub use status::DeploymentStatus;
 pub use sysroot::{Booted, Sysroot};
 
