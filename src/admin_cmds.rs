@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use treeline_store::keyfile::KeyFile;
-use treeline_sysroot::{Booted, DeployOptions, DeploymentStatus, Kargs, Sysroot};
+use treeline_sysroot::{Booted, DeployOptions, DeploymentStatus, KargEdit, Kargs, Sysroot};
 
 /// `admin` flags and subcommand.
 #[derive(Args, Debug)]
@@ -71,6 +71,22 @@ pub enum AdminCommand {
     /// Pull the default deployment's origin and deploy it if it changed (exit code 77
     /// when there is nothing new).
     Upgrade(UpgradeArgs),
+    /// Show or edit the default deployment's kernel arguments (written as a new boot
+    /// version). Deletions apply first, then replacements, then appends.
+    Kargs {
+        /// Append an argument (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", allow_hyphen_values = true)]
+        append: Vec<String>,
+        /// Delete every argument with this key, or with `KEY=VALUE` that one (repeatable).
+        #[arg(long, value_name = "KEY[=VALUE]", allow_hyphen_values = true)]
+        delete: Vec<String>,
+        /// Replace the arguments with this key, or add it (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", allow_hyphen_values = true)]
+        replace: Vec<String>,
+        /// The deployment to edit (index as in `status`; default: the default one).
+        #[arg(long, default_value = "0")]
+        deployment: String,
+    },
 }
 
 /// `admin upgrade` flags.
@@ -172,6 +188,32 @@ pub fn run(args: AdminArgs) -> Result<ExitCode> {
         }
         AdminCommand::Deploy(d) => deploy(root, d)?,
         AdminCommand::Upgrade(u) => return upgrade(root, u),
+        AdminCommand::Kargs {
+            append,
+            delete,
+            replace,
+            deployment,
+        } => {
+            let edits: Vec<KargEdit> = delete
+                .into_iter()
+                .map(KargEdit::Delete)
+                .chain(replace.into_iter().map(KargEdit::Replace))
+                .chain(append.into_iter().map(KargEdit::Append))
+                .collect();
+            if edits.is_empty() {
+                let s = Sysroot::open(root, booted_source(root)?)
+                    .with_context(|| format!("reading sysroot {}", root.display()))?;
+                let i = resolve_index(&s, &deployment)?;
+                println!("{}", s.get(i)?.kargs);
+            } else {
+                let mut s = open_locked(root)?;
+                let i = resolve_index(&s, &deployment)?;
+                let k = s
+                    .edit_kargs(i, &edits)
+                    .with_context(|| format!("editing the kernel arguments of deployment {i}"))?;
+                println!("{k}");
+            }
+        }
         AdminCommand::Status { json } => {
             let s = Sysroot::open(root, booted_source(root)?)
                 .with_context(|| format!("reading sysroot {}", root.display()))?;

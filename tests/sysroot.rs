@@ -945,3 +945,57 @@ fn deploy_refuses_when_boot_is_too_small_and_writes_nothing() {
         .collect();
     assert!(boot_left.is_empty(), "{boot_left:?}");
 }
+
+#[test]
+fn kargs_edits_the_default_entry_through_a_new_boot_version() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args([
+        "deploy",
+        "--os=testos",
+        "testos/stable",
+        "--karg=root=LABEL=root",
+        "--karg-append=quiet",
+        "--karg-append=console=tty0",
+    ]));
+    make_tree(&tree, "a kernel\n", &[("motd", "v2\n")]);
+    commit(&s, &tree, "testos/stable", "2.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let before = ostree_status(&s);
+    let loader_before = fs::read_link(s.join("boot/loader")).unwrap();
+    let options = |n: &str| -> String {
+        fs::read_to_string(s.join(format!("boot/loader/entries/ostree-{n}-testos.conf")))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("options ").map(str::to_owned))
+            .unwrap()
+    };
+    let rollback_options = options("1");
+
+    let out = run_ok(admin(&s).args([
+        "kargs",
+        "--delete=quiet",
+        "--replace=root=LABEL=sys",
+        "--append=console=ttyS0",
+    ]));
+    assert_eq!(out.trim(), "root=LABEL=sys console=tty0 console=ttyS0");
+    assert_ne!(fs::read_link(s.join("boot/loader")).unwrap(), loader_before);
+    let new = options("2");
+    assert!(
+        new.starts_with("root=LABEL=sys console=tty0 console=ttyS0 ostree=/ostree/boot."),
+        "{new}"
+    );
+    // The rollback entry keeps its arguments; ostree reads the same deployments.
+    assert_eq!(
+        options("1").split(" ostree=").next(),
+        rollback_options.split(" ostree=").next()
+    );
+    assert_eq!(ostree_status(&s), before);
+    assert_eq!(
+        run_ok(admin(&s).arg("kargs")).trim(),
+        "root=LABEL=sys console=tty0 console=ttyS0"
+    );
+}
