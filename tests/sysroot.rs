@@ -999,3 +999,58 @@ fn kargs_edits_the_default_entry_through_a_new_boot_version() {
         "root=LABEL=sys console=tty0 console=ttyS0"
     );
 }
+
+#[test]
+fn upgrade_killed_at_any_step_leaves_a_complete_default_and_the_next_upgrade_finishes() {
+    let scratch = SysrootScratch::new();
+    let server = scratch.path().join("server");
+    run_ok(ostree(&server).args(["init", "--mode=archive"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+    let c1 = commit_to_server(&server, &tree, "testos/stable", "1.0");
+    make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+    let c2 = commit_to_server(&server, &tree, "testos/stable", "2.0");
+    let nginx = Nginx::start(&server, &scratch.path().join("nginx"));
+    let mut steps = vec!["pull-before-commit".to_owned()];
+    steps.extend(
+        sysroot_fault_steps()
+            .into_iter()
+            .filter(|s| !s.starts_with("cleanup-")),
+    );
+    for step in steps {
+        let s = new_sysroot(&scratch, &format!("s-{step}"), false);
+        let repo = repo_of(&s);
+        run_ok(ostree(&repo).args(["remote", "add", "--no-gpg-verify", "origin", &nginx.url]));
+        run_ok(tl(&repo).args(["pull", "origin", &format!("testos/stable@{c1}")]));
+        run_ok(admin(&s).args(["deploy", "--os=testos", "origin:testos/stable"]));
+        assert_eq!(assert_default_complete(&s, &step), format!("{c1}.0"));
+
+        let out = admin(&s)
+            .arg("upgrade")
+            .env("TREELINE_FAULT", &step)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && out.status.code() != Some(77),
+            "{step}: the fault did not fire:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let default = assert_default_complete(&s, &step);
+        assert!(
+            default == format!("{c1}.0") || default.starts_with(&format!("{c2}.")),
+            "{step}: default is {default}"
+        );
+        let out = admin(&s).arg("upgrade").output().unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || (code == Some(77) && default.starts_with(&c2)),
+            "{step}: the second upgrade: {out:?}"
+        );
+        // A deployment directory left by a kill is not reused: the new one may be `.1`.
+        assert!(assert_default_complete(&s, &step).starts_with(&format!("{c2}.")));
+        run_ok(admin(&s).arg("cleanup"));
+        run_ok(ostree(&repo).arg("fsck"));
+        clear_deployment_immutable(&s);
+        force_remove(&s);
+    }
+}
