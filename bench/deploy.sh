@@ -102,7 +102,7 @@ SRC=$WORK/tree
 prepare "$TREE" "$SRC"
 SRCREPO=$WORK/src-repo
 ostree --repo="$SRCREPO" init --mode=bare
-ostree --repo="$SRCREPO" commit -q -b bench/debian --timestamp=1700000000 \
+ostree --repo="$SRCREPO" commit -b bench/debian \
     --add-metadata-string=version=1 "$SRC" >/dev/null
 FILES=$(find "$SRC" | wc -l)
 SIZE=$(du -sh --apparent-size "$SRC" | cut -f1)
@@ -115,7 +115,7 @@ case " $OPS " in
         note "committing v1 and v2 into an archive repo (the remote)"
         ostree --repo="$SERVER" init --mode=archive
         ostree --repo="$SERVER" pull-local "$SRCREPO" bench/debian >/dev/null
-        ostree --repo="$SERVER" commit -q -b bench/debian --timestamp=1700000100 \
+        ostree --repo="$SERVER" commit -b bench/debian \
             --add-metadata-string=version=2 "$WORK/tree2" >/dev/null
         ostree --repo="$SERVER" summary -u
         CHANGED=$(ostree --repo="$SERVER" diff bench/debian^ bench/debian | wc -l)

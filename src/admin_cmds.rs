@@ -507,7 +507,13 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
         }
     };
     let version = repo.load_commit(&target).ok().and_then(|c| c.version());
-    let update = target != current;
+    // A pending deployment of the target (deployed, not yet booted) is nothing new either.
+    let newest = s
+        .deployments()
+        .iter()
+        .find(|d| d.stateroot == stateroot)
+        .map(|d| d.checksum);
+    let update = target != current && newest != Some(target);
     let mut report = serde_json::json!({
         "stateroot": stateroot,
         "refspec": refspec,
@@ -523,7 +529,9 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
         }
     };
     if !update {
-        say(format!("No update available: {refspec} is still {current}"));
+        say(format!(
+            "No update available: {refspec} is {target}, already deployed"
+        ));
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
