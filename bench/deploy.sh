@@ -13,8 +13,8 @@
 #          /boot/loader swap. Both tools do the same work on equivalent sysroots.
 #          `upgrade`: the sysroot is deployed at v1 from a remote `origin` (a file:// archive
 #          repo holding v1 and v2 of the tree, v2 from --tree2, default
-#          /var/tmp/treeline-bench-work/inputs/debian-v2, with the same kernel), then the
-#          timed `admin upgrade --os=debian`: pull of the v1->v2 objects and the deploy, i.e.
+#          /var/tmp/treeline-bench-work/inputs/debian-pull-v2, a second debootstrap with
+#          --include=less,curl,ca-certificates; same kernel), then the timed `admin upgrade --os=debian`: pull of the v1->v2 objects and the deploy, i.e.
 #          the time from upgrade start to a new default deployment.
 # Method:  one warm-up of each, then RUNS alternating runs (treeline, ostree, ...), `sync`
 #          (untimed) before each; wall time and peak RSS from /usr/bin/time -v; medians.
@@ -32,7 +32,7 @@ RUNS=${RUNS:-3}
 WORK=${BENCH_WORKDIR:-}
 KEEP=${KEEP:-0}
 TREE=/var/tmp/treeline-bench-work/inputs/debian
-TREE2=/var/tmp/treeline-bench-work/inputs/debian-v2
+TREE2=/var/tmp/treeline-bench-work/inputs/debian-pull-v2
 OPS="deploy upgrade"
 KVER=6.1.0-bench
 

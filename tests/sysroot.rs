@@ -1054,3 +1054,44 @@ fn upgrade_killed_at_any_step_leaves_a_complete_default_and_the_next_upgrade_fin
         force_remove(&s);
     }
 }
+
+#[test]
+fn deploy_refuses_when_the_sysroot_is_full_and_keeps_the_current_default() {
+    let scratch = SysrootScratch::new();
+    // The whole sysroot (repo, deployments, /boot) on one 24 MiB filesystem.
+    let s = scratch.path().join("sysroot");
+    let _fs = LoopMount::new(&scratch.path().join("sysroot.img"), 24, &s);
+    run_ok(admin(&s).arg("init-fs").arg(&s));
+    run_ok(admin(&s).args(["os-init", "testos"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    // v2 ships 4 MiB in /etc, copied (not hardlinked) into the deployment.
+    make_tree(&tree, "a kernel\n", &[("motd", "v2\n")]);
+    write_file(&tree, "usr/etc/big", &noise(4 << 20), 0o644);
+    commit(&s, &tree, "testos/stable", "2.0", false);
+    // Leave about 2 MiB free.
+    let free = {
+        let out = run_ok(tool("df").args(["-B1", "--output=avail"]).arg(&s));
+        out.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let filler = fs::File::create(s.join("filler")).unwrap();
+    filler.set_len(0).unwrap();
+    run_ok(
+        tool("fallocate")
+            .args(["-l", &(free - (2 << 20)).to_string()])
+            .arg(s.join("filler")),
+    );
+    let out = run_fail(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough space")
+            && err.contains(&s.display().to_string())
+            && err.contains("KiB needed"),
+        "{err}"
+    );
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+    assert_default_complete(&s, "full sysroot");
+    clear_deployment_immutable(&s);
+}
