@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use treeline_store::keyfile::KeyFile;
-use treeline_sysroot::{Booted, DeployOptions, DeploymentStatus, Kargs, Sysroot};
+use treeline_sysroot::{Booted, DeployOptions, DeploymentStatus, KargEdit, Kargs, Sysroot};
 
 /// `admin` flags and subcommand.
 #[derive(Args, Debug)]
@@ -68,7 +68,43 @@ pub enum AdminCommand {
         #[arg(long)]
         no_prune: bool,
     },
+    /// Pull the default deployment's origin and deploy it if it changed (exit code 77
+    /// when there is nothing new).
+    Upgrade(UpgradeArgs),
+    /// Show or edit the default deployment's kernel arguments (written as a new boot
+    /// version). Deletions apply first, then replacements, then appends.
+    Kargs {
+        /// Append an argument (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", allow_hyphen_values = true)]
+        append: Vec<String>,
+        /// Delete every argument with this key, or with `KEY=VALUE` that one (repeatable).
+        #[arg(long, value_name = "KEY[=VALUE]", allow_hyphen_values = true)]
+        delete: Vec<String>,
+        /// Replace the arguments with this key, or add it (repeatable).
+        #[arg(long, value_name = "KEY=VALUE", allow_hyphen_values = true)]
+        replace: Vec<String>,
+        /// The deployment to edit (index as in `status`; default: the default one).
+        #[arg(long, default_value = "0")]
+        deployment: String,
+    },
 }
+
+/// `admin upgrade` flags.
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// Stateroot (default: the booted one, or the only one there is).
+    #[arg(long = "os", value_name = "OSNAME")]
+    os: Option<String>,
+    /// Only report whether an update exists (fetches commit metadata, deploys nothing).
+    #[arg(long)]
+    check: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The exit code of `upgrade` when the origin has nothing new (as rpm-ostree's).
+const EXIT_NOTHING_NEW: u8 = 77;
 
 /// `admin deploy` flags.
 #[derive(Args, Debug)]
@@ -102,7 +138,7 @@ pub struct DeployArgs {
     retain: bool,
 }
 
-fn booted_source(sysroot: &Path) -> Result<Booted> {
+pub(crate) fn booted_source(sysroot: &Path) -> Result<Booted> {
     let canonical =
         std::fs::canonicalize(sysroot).with_context(|| format!("sysroot {}", sysroot.display()))?;
     if canonical == Path::new("/") {
@@ -113,7 +149,7 @@ fn booted_source(sysroot: &Path) -> Result<Booted> {
     }
 }
 
-fn open_locked(sysroot: &Path) -> Result<Sysroot> {
+pub(crate) fn open_locked(sysroot: &Path) -> Result<Sysroot> {
     Sysroot::open_locked(sysroot, booted_source(sysroot)?)
         .with_context(|| format!("opening sysroot {}", sysroot.display()))
 }
@@ -151,6 +187,33 @@ pub fn run(args: AdminArgs) -> Result<ExitCode> {
             println!("ostree/deploy/{osname} initialized as OSTree root");
         }
         AdminCommand::Deploy(d) => deploy(root, d)?,
+        AdminCommand::Upgrade(u) => return upgrade(root, u),
+        AdminCommand::Kargs {
+            append,
+            delete,
+            replace,
+            deployment,
+        } => {
+            let edits: Vec<KargEdit> = delete
+                .into_iter()
+                .map(KargEdit::Delete)
+                .chain(replace.into_iter().map(KargEdit::Replace))
+                .chain(append.into_iter().map(KargEdit::Append))
+                .collect();
+            if edits.is_empty() {
+                let s = Sysroot::open(root, booted_source(root)?)
+                    .with_context(|| format!("reading sysroot {}", root.display()))?;
+                let i = resolve_index(&s, &deployment)?;
+                println!("{}", s.get(i)?.kargs);
+            } else {
+                let mut s = open_locked(root)?;
+                let i = resolve_index(&s, &deployment)?;
+                let k = s
+                    .edit_kargs(i, &edits)
+                    .with_context(|| format!("editing the kernel arguments of deployment {i}"))?;
+                println!("{k}");
+            }
+        }
         AdminCommand::Status { json } => {
             let s = Sysroot::open(root, booted_source(root)?)
                 .with_context(|| format!("reading sysroot {}", root.display()))?;
@@ -204,9 +267,10 @@ fn pin(root: &Path, index: &str, on: bool) -> Result<()> {
     Ok(())
 }
 
-fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
-    let mut s = open_locked(root)?;
-    let stateroot = match a.os {
+/// The stateroot an operation acts on: the one named, else the booted one, else the only
+/// one there is.
+pub(crate) fn pick_stateroot(s: &Sysroot, os: Option<String>) -> Result<String> {
+    Ok(match os {
         Some(os) => os,
         None => match s.booted() {
             Some(b) => b.stateroot.clone(),
@@ -222,7 +286,12 @@ fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
                 }
             }
         },
-    };
+    })
+}
+
+fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
+    let mut s = open_locked(root)?;
+    let stateroot = pick_stateroot(&s, a.os.clone())?;
     let origin = match &a.origin_file {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -259,6 +328,18 @@ fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
             r.etc.removed.len(),
             r.etc.added.len()
         );
+        let acc = &r.etc.accounts;
+        if !acc.users_added.is_empty() || !acc.groups_added.is_empty() {
+            println!(
+                "Accounts: users added {:?}, groups added {:?}",
+                acc.users_added, acc.groups_added
+            );
+        }
+        for (file, name, from, to) in &acc.renumbered {
+            eprintln!(
+                "warning: {file}: {name} has ID {from} in the new tree, taken here: given {to}"
+            );
+        }
     }
     println!(
         "Deployed {} (bootversion {}); it is the default",
@@ -336,4 +417,184 @@ fn status(s: &Sysroot, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where an origin's updates come from.
+enum Source {
+    /// `refspec=REMOTE:REF`: pulled from the remote configured in the sysroot's repo.
+    Remote { remote: String, name: String },
+    /// `refspec=REF` (or a local commit): read from the sysroot's repo as it is.
+    Local(String),
+}
+
+/// `admin upgrade`: read the merge deployment's origin, fetch the new commit's metadata,
+/// compare, then (unless `--check`) fetch the rest and deploy it with the same origin.
+fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
+    use treeline_sysroot::deployment::ORIGIN_GROUP;
+    let mut s = open_locked(root)?;
+    let stateroot = pick_stateroot(&s, a.os.clone())?;
+    let merge = s.merge_deployment(&stateroot).cloned().ok_or_else(|| {
+        anyhow!("stateroot {stateroot} has no deployment to upgrade (deploy one first)")
+    })?;
+    let origin = merge
+        .origin
+        .clone()
+        .ok_or_else(|| anyhow!("deployment {} has no origin file", merge.display_id()))?;
+    if let Some(msg) = origin.string(ORIGIN_GROUP, "unconfigured-state")? {
+        bail!("deployment {}: {msg}", merge.display_id());
+    }
+    let refspec = merge.origin_refspec().ok_or_else(|| {
+        anyhow!(
+            "deployment {}: origin has no refspec (nothing to upgrade from)",
+            merge.display_id()
+        )
+    })?;
+    let override_commit = origin.string(ORIGIN_GROUP, "override-commit")?;
+    let source = match refspec.split_once(':') {
+        Some((remote, name)) => Source::Remote {
+            remote: remote.to_owned(),
+            name: name.to_owned(),
+        },
+        None => Source::Local(refspec.clone()),
+    };
+    let repo = s.repo()?;
+    let current = merge.checksum;
+
+    // 1. Which commit the origin names now (commit objects only for a remote).
+    let target = match &source {
+        Source::Local(r) => {
+            let rev = override_commit.clone().unwrap_or_else(|| r.clone());
+            repo.resolve_rev(&rev)
+                .with_context(|| format!("resolving {rev} in {}", repo.path().display()))?
+        }
+        Source::Remote { remote, name } => {
+            let remote_cfg = treeline_pull::Remote::load(&repo, remote).with_context(|| {
+                format!(
+                    "origin {refspec}: remote {remote:?} of {}",
+                    repo.path().display()
+                )
+            })?;
+            let wanted = match &override_commit {
+                Some(c) => c.clone(),
+                None => name.clone(),
+            };
+            // `--check` must leave the local ref alone: remember it and put it back.
+            let spec = treeline_store::refs::RefSpec::parse(&refspec)?;
+            let before = repo.read_ref(&spec)?;
+            let opts = treeline_pull::PullOptions {
+                refs: vec![wanted.clone()],
+                commit_metadata_only: true,
+                ..Default::default()
+            };
+            let r = treeline_pull::pull(
+                &repo,
+                &remote_cfg,
+                &opts,
+                &treeline_store::progress::NoProgress,
+            )
+            .with_context(|| format!("fetching {wanted} from remote {remote}"))?;
+            repo.set_ref(&spec, before.as_ref())?;
+            match &override_commit {
+                Some(c) => c
+                    .parse::<treeline_store::Checksum>()
+                    .map_err(|_| anyhow!("origin override-commit {c:?} is not a checksum"))?,
+                None => r
+                    .refs
+                    .first()
+                    .map(|(_, c)| *c)
+                    .ok_or_else(|| anyhow!("remote {remote} did not return {name}"))?,
+            }
+        }
+    };
+    let version = repo.load_commit(&target).ok().and_then(|c| c.version());
+    // A pending deployment of the target (deployed, not yet booted) is nothing new either.
+    let newest = s
+        .deployments()
+        .iter()
+        .find(|d| d.stateroot == stateroot)
+        .map(|d| d.checksum);
+    let update = target != current && newest != Some(target);
+    let mut report = serde_json::json!({
+        "stateroot": stateroot,
+        "refspec": refspec,
+        "current": current.to_string(),
+        "available": target.to_string(),
+        "version": version,
+        "update": update,
+        "deployed": serde_json::Value::Null,
+    });
+    let say = |line: String| {
+        if !a.json {
+            println!("{line}");
+        }
+    };
+    if !update {
+        say(format!(
+            "No update available: {refspec} is {target}, already deployed"
+        ));
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        return Ok(ExitCode::from(EXIT_NOTHING_NEW));
+    }
+    say(format!(
+        "Update available: {refspec} {current} -> {target}{}",
+        version
+            .as_deref()
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default()
+    ));
+    if a.check {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // 2. The objects, then the deployment.
+    if let Source::Remote { remote, name } = &source {
+        let remote_cfg = treeline_pull::Remote::load(&repo, remote)?;
+        let wanted = override_commit.clone().unwrap_or_else(|| name.clone());
+        say(format!(
+            "Fetching {target} from {} (the size is known only once the tree is read)",
+            remote_cfg.url
+        ));
+        let opts = treeline_pull::PullOptions {
+            refs: vec![wanted.clone()],
+            ..Default::default()
+        };
+        let r = {
+            let bar = crate::progress::Bar::new("pulling");
+            treeline_pull::pull(&repo, &remote_cfg, &opts, &bar)
+                .with_context(|| format!("pulling {wanted} from remote {remote}"))?
+        };
+        if override_commit.is_none() && r.refs.first().map(|(_, c)| *c) != Some(target) {
+            bail!("remote {remote} moved {name} while upgrading; run upgrade again");
+        }
+        say(format!(
+            "Fetched {} objects, {} bytes in {} requests",
+            r.objects_fetched, r.bytes, r.requests
+        ));
+        report["objects_fetched"] = r.objects_fetched.into();
+        report["bytes"] = r.bytes.into();
+    }
+    let opts = DeployOptions {
+        stateroot: stateroot.clone(),
+        revision: target.to_string(),
+        origin: Some(origin),
+        ..Default::default()
+    };
+    let r = s
+        .deploy(&opts)
+        .with_context(|| format!("deploying {target} to stateroot {stateroot}"))?;
+    say(format!(
+        "Deployed {} (bootversion {}); it is the default",
+        r.deployment.display_id(),
+        s.bootversion()
+    ));
+    report["deployed"] = r.deployment.name().into();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }

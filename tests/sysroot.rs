@@ -719,3 +719,379 @@ fn cleanup_killed_at_any_step_keeps_the_default_and_a_valid_repo() {
         force_remove(&s);
     }
 }
+
+/// Commit `dir` to `branch` of a server repository (archive mode) with a `version`, and
+/// update its summary; returns the commit checksum.
+fn commit_to_server(server: &Path, dir: &Path, branch: &str, version: &str) -> String {
+    run_ok(
+        tl(server)
+            .args(["commit", "-b", branch])
+            .arg(format!("--add-metadata-string=version={version}"))
+            .arg(dir),
+    );
+    run_ok(ostree(server).args(["summary", "-u"]));
+    run_ok(ostree(server).args(["rev-parse", branch]))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn upgrade_pulls_the_origin_deploys_it_and_exits_77_when_nothing_is_new() {
+    let scratch = SysrootScratch::new();
+    let server = scratch.path().join("server");
+    run_ok(ostree(&server).args(["init", "--mode=archive"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit_to_server(&server, &tree, "testos/stable", "1.0");
+    let nginx = Nginx::start(&server, &scratch.path().join("nginx"));
+
+    // A sysroot deployed at v1 through the remote ref, as an installer would.
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let repo = repo_of(&s);
+    run_ok(ostree(&repo).args(["remote", "add", "--no-gpg-verify", "origin", &nginx.url]));
+    run_ok(tl(&repo).args(["pull", "origin", "testos/stable"]));
+    run_ok(admin(&s).args([
+        "deploy",
+        "--os=testos",
+        "origin:testos/stable",
+        "--karg=root=LABEL=root",
+    ]));
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+
+    // Nothing new yet.
+    let out = admin(&s).arg("upgrade").output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+
+    make_tree(&tree, "a second kernel\n", &[("motd", "v2\n")]);
+    let c2 = commit_to_server(&server, &tree, "testos/stable", "2.0");
+
+    // --check reports the update and changes nothing, not even the local ref.
+    let out = run_ok(admin(&s).args(["upgrade", "--check", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["update"], true);
+    assert_eq!(v["current"], c1.as_str());
+    assert_eq!(v["available"], c2.as_str());
+    assert_eq!(v["version"], "2.0");
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+    assert_eq!(
+        run_ok(ostree(&repo).args(["rev-parse", "origin:testos/stable"])).trim(),
+        c1
+    );
+
+    // The upgrade makes v2 the default, keeps v1 as rollback and the origin.
+    let out = run_ok(admin(&s).arg("upgrade"));
+    assert!(out.contains("Update available"), "{out}");
+    assert!(out.contains("Fetched "), "{out}");
+    let st = ostree_status(&s);
+    assert_eq!(names(&st), vec![format!("{c2}.0"), format!("{c1}.0")]);
+    assert_eq!(st[0].refspec.as_deref(), Some("origin:testos/stable"));
+    assert_eq!(st, treeline_status(&s));
+    assert_eq!(
+        fs::read_to_string(deployment_dir(&s, &format!("{c2}.0")).join("etc/motd")).unwrap(),
+        "v2\n"
+    );
+    assert!(
+        fs::read_to_string(s.join("boot/loader/entries/ostree-2-testos.conf"))
+            .unwrap()
+            .contains("root=LABEL=root")
+    );
+    run_ok(ostree(&repo).arg("fsck"));
+
+    // And again: nothing new.
+    let out = admin(&s).arg("upgrade").output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    assert_eq!(
+        names(&ostree_status(&s)),
+        vec![format!("{c2}.0"), format!("{c1}.0")]
+    );
+}
+
+#[test]
+fn upgrade_with_an_unknown_remote_fails_clearly_and_changes_nothing() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    let origin = scratch.path().join("origin");
+    fs::write(&origin, "[origin]\nrefspec=nosuch:testos/stable\n").unwrap();
+    run_ok(
+        admin(&s)
+            .args(["deploy", "--os=testos", "testos/stable"])
+            .arg(format!("--origin-file={}", origin.display())),
+    );
+    let out = run_fail(admin(&s).arg("upgrade"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch"), "{err}");
+    assert_ne!(out.status.code(), Some(77));
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+}
+
+#[test]
+fn deploy_merges_passwd_and_group_keeping_existing_ids() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            (
+                "passwd",
+                "root:x:0:0:root:/root:/bin/sh\nsvc:x:101:101::/:/sbin/nologin\n",
+            ),
+            ("group", "root:x:0:\nsvc:x:101:\nwheel:x:10:\n"),
+        ],
+    );
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    // A user added on the machine.
+    let etc1 = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+    fs::write(
+        etc1.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nsvc:x:101:101::/:/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        etc1.join("group"),
+        "root:x:0:\nsvc:x:101:\nwheel:x:10:alice\nalice:x:1000:\n",
+    )
+    .unwrap();
+
+    // The new build numbered svc differently and adds a user whose IDs are alice's.
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            (
+                "passwd",
+                "root:x:0:0:root:/root:/bin/sh\nsvc:x:105:105::/:/sbin/nologin\nmsg:x:1000:1000::/:/bin/false\n",
+            ),
+            (
+                "group",
+                "root:x:0:\nsvc:x:105:\nwheel:x:10:msg\nmsg:x:1000:\n",
+            ),
+        ],
+    );
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    let out = run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    assert!(out.contains("users added [\"msg\"]"), "{out}");
+    let etc2 = deployment_dir(&s, &format!("{c2}.0")).join("etc");
+    assert_eq!(
+        fs::read_to_string(etc2.join("passwd")).unwrap(),
+        "root:x:0:0:root:/root:/bin/sh\nsvc:x:101:101::/:/sbin/nologin\nalice:x:1000:1000::/home/alice:/bin/sh\nmsg:x:1001:1001::/:/bin/false\n"
+    );
+    assert_eq!(
+        fs::read_to_string(etc2.join("group")).unwrap(),
+        "root:x:0:\nsvc:x:101:\nwheel:x:10:alice,msg\nalice:x:1000:\nmsg:x:1001:\n"
+    );
+    // The files keep the new tree's mode.
+    let mode = fs::metadata(etc2.join("passwd"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o644);
+}
+
+/// `len` bytes that do not compress.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn deploy_refuses_when_boot_is_too_small_and_writes_nothing() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    write_file(
+        &tree,
+        "usr/lib/modules/6.1.0/vmlinuz",
+        &noise(3 << 20),
+        0o644,
+    );
+    commit(&s, &tree, "testos/stable", "1.0", false);
+    // A 2 MiB /boot cannot take a 3 MiB kernel.
+    let _boot = LoopMount::new(&scratch.path().join("boot.img"), 2, &s.join("boot"));
+    let out = run_fail(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough space")
+            && err.contains(&s.join("boot").display().to_string())
+            && err.contains("kernel and initramfs")
+            && err.contains("needed"),
+        "{err}"
+    );
+    assert!(names(&ostree_status(&s)).is_empty());
+    let deploy_dir = s.join("ostree/deploy/testos/deploy");
+    let left: Vec<_> = fs::read_dir(&deploy_dir)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let boot_left: Vec<_> = fs::read_dir(s.join("boot"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "lost+found")
+        .collect();
+    assert!(boot_left.is_empty(), "{boot_left:?}");
+}
+
+#[test]
+fn kargs_edits_the_default_entry_through_a_new_boot_version() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args([
+        "deploy",
+        "--os=testos",
+        "testos/stable",
+        "--karg=root=LABEL=root",
+        "--karg-append=quiet",
+        "--karg-append=console=tty0",
+    ]));
+    make_tree(&tree, "a kernel\n", &[("motd", "v2\n")]);
+    commit(&s, &tree, "testos/stable", "2.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let before = ostree_status(&s);
+    let loader_before = fs::read_link(s.join("boot/loader")).unwrap();
+    let options = |n: &str| -> String {
+        fs::read_to_string(s.join(format!("boot/loader/entries/ostree-{n}-testos.conf")))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("options ").map(str::to_owned))
+            .unwrap()
+    };
+    let rollback_options = options("1");
+
+    let out = run_ok(admin(&s).args([
+        "kargs",
+        "--delete=quiet",
+        "--replace=root=LABEL=sys",
+        "--append=console=ttyS0",
+    ]));
+    assert_eq!(out.trim(), "root=LABEL=sys console=tty0 console=ttyS0");
+    assert_ne!(fs::read_link(s.join("boot/loader")).unwrap(), loader_before);
+    let new = options("2");
+    assert!(
+        new.starts_with("root=LABEL=sys console=tty0 console=ttyS0 ostree=/ostree/boot."),
+        "{new}"
+    );
+    // The rollback entry keeps its arguments; ostree reads the same deployments.
+    assert_eq!(
+        options("1").split(" ostree=").next(),
+        rollback_options.split(" ostree=").next()
+    );
+    assert_eq!(ostree_status(&s), before);
+    assert_eq!(
+        run_ok(admin(&s).arg("kargs")).trim(),
+        "root=LABEL=sys console=tty0 console=ttyS0"
+    );
+}
+
+#[test]
+fn upgrade_killed_at_any_step_leaves_a_complete_default_and_the_next_upgrade_finishes() {
+    let scratch = SysrootScratch::new();
+    let server = scratch.path().join("server");
+    run_ok(ostree(&server).args(["init", "--mode=archive"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+    let c1 = commit_to_server(&server, &tree, "testos/stable", "1.0");
+    make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+    let c2 = commit_to_server(&server, &tree, "testos/stable", "2.0");
+    let nginx = Nginx::start(&server, &scratch.path().join("nginx"));
+    let mut steps = vec!["pull-before-commit".to_owned()];
+    steps.extend(
+        sysroot_fault_steps()
+            .into_iter()
+            .filter(|s| !s.starts_with("cleanup-")),
+    );
+    for step in steps {
+        let s = new_sysroot(&scratch, &format!("s-{step}"), false);
+        let repo = repo_of(&s);
+        run_ok(ostree(&repo).args(["remote", "add", "--no-gpg-verify", "origin", &nginx.url]));
+        run_ok(tl(&repo).args(["pull", "origin", &format!("testos/stable@{c1}")]));
+        run_ok(admin(&s).args(["deploy", "--os=testos", "origin:testos/stable"]));
+        assert_eq!(assert_default_complete(&s, &step), format!("{c1}.0"));
+
+        let out = admin(&s)
+            .arg("upgrade")
+            .env("TREELINE_FAULT", &step)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && out.status.code() != Some(77),
+            "{step}: the fault did not fire:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let default = assert_default_complete(&s, &step);
+        assert!(
+            default == format!("{c1}.0") || default.starts_with(&format!("{c2}.")),
+            "{step}: default is {default}"
+        );
+        let out = admin(&s).arg("upgrade").output().unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || (code == Some(77) && default.starts_with(&c2)),
+            "{step}: the second upgrade: {out:?}"
+        );
+        // A deployment directory left by a kill is not reused: the new one may be `.1`.
+        assert!(assert_default_complete(&s, &step).starts_with(&format!("{c2}.")));
+        run_ok(admin(&s).arg("cleanup"));
+        run_ok(ostree(&repo).arg("fsck"));
+        clear_deployment_immutable(&s);
+        force_remove(&s);
+    }
+}
+
+#[test]
+fn deploy_refuses_when_the_sysroot_is_full_and_keeps_the_current_default() {
+    let scratch = SysrootScratch::new();
+    // The whole sysroot (repo, deployments, /boot) on one 24 MiB filesystem.
+    let s = scratch.path().join("sysroot");
+    let _fs = LoopMount::new(&scratch.path().join("sysroot.img"), 24, &s);
+    run_ok(admin(&s).arg("init-fs").arg(&s));
+    run_ok(admin(&s).args(["os-init", "testos"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    // v2 ships 4 MiB in /etc, copied (not hardlinked) into the deployment.
+    make_tree(&tree, "a kernel\n", &[("motd", "v2\n")]);
+    write_file(&tree, "usr/etc/big", &noise(4 << 20), 0o644);
+    commit(&s, &tree, "testos/stable", "2.0", false);
+    // Leave about 2 MiB free.
+    let free = {
+        let out = run_ok(tool("df").args(["-B1", "--output=avail"]).arg(&s));
+        out.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let filler = fs::File::create(s.join("filler")).unwrap();
+    filler.set_len(0).unwrap();
+    run_ok(
+        tool("fallocate")
+            .args(["-l", &(free - (2 << 20)).to_string()])
+            .arg(s.join("filler")),
+    );
+    let out = run_fail(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough space")
+            && err.contains(&s.display().to_string())
+            && err.contains("KiB needed"),
+        "{err}"
+    );
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+    assert_default_complete(&s, "full sysroot");
+    clear_deployment_immutable(&s);
+}

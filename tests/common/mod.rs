@@ -526,3 +526,35 @@ impl Drop for SysrootScratch {
         }
     }
 }
+
+/// A small ext4 filesystem in a file, loop-mounted on a directory (needs root); unmounted
+/// when dropped.
+pub struct LoopMount {
+    mountpoint: PathBuf,
+}
+
+impl LoopMount {
+    /// Make an ext4 image of `size_mib` MiB at `image` and mount it on `mountpoint`.
+    pub fn new(image: &Path, size_mib: u64, mountpoint: &Path) -> LoopMount {
+        let f = fs::File::create(image).unwrap();
+        f.set_len(size_mib << 20).unwrap();
+        drop(f);
+        run_ok(tool("mkfs.ext4").args(["-q", "-F"]).arg(image));
+        fs::create_dir_all(mountpoint).unwrap();
+        run_ok(
+            tool("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(mountpoint),
+        );
+        LoopMount {
+            mountpoint: mountpoint.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+    }
+}

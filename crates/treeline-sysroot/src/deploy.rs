@@ -9,6 +9,7 @@ use treeline_store::fault;
 use treeline_store::keyfile::KeyFile;
 use treeline_store::progress::NoProgress;
 
+use crate::accounts;
 use crate::bls::Kargs;
 use crate::deployment::{Deployment, TRANSIENT_GROUP, origin_for_refspec, valid_stateroot};
 use crate::error::{Error, IoContext, Result, StoreContext};
@@ -95,6 +96,8 @@ impl Sysroot {
         } else {
             self.merge_deployment(&opts.stateroot).cloned()
         };
+        // Before anything is written.
+        self.check_space(&opts.stateroot, &checksum)?;
         let serial = next_serial(&stateroot_dir, &checksum)?;
         let name = format!("{checksum}.{serial}");
         let staging = stateroot_dir.join(format!("{STAGING_PREFIX}{name}"));
@@ -220,5 +223,7 @@ fn prepare_etc(
     if !old_local.is_dir() {
         return Ok(EtcMergeReport::default());
     }
-    etc_merge::merge(&old_defaults, &old_local, &etc)
+    let mut report = etc_merge::merge(&old_defaults, &old_local, &etc)?;
+    report.accounts = accounts::merge(&old_local, &usr_etc, &etc)?;
+    Ok(report)
 }

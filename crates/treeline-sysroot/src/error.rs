@@ -71,6 +71,20 @@ pub enum Error {
     /// Nothing to roll back to.
     #[error("no rollback deployment for stateroot {0:?}")]
     NoRollback(String),
+    /// A filesystem lacks the room a deploy needs; nothing was written.
+    #[error(
+        "not enough space on the filesystem of {filesystem} for {what}: {needed} needed, {available} available"
+    )]
+    NoSpace {
+        /// A path on the full filesystem (the sysroot or its /boot).
+        filesystem: PathBuf,
+        /// What needs the room.
+        what: String,
+        /// How much is needed.
+        needed: String,
+        /// How much is free.
+        available: String,
+    },
     /// A mutating operation was called without holding the sysroot lock.
     #[error("the sysroot {0} is not locked (open it with Sysroot::open_locked)")]
     NotLocked(PathBuf),

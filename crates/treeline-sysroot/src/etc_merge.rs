@@ -31,6 +31,8 @@ pub struct EtcMergeReport {
     pub added: Vec<String>,
     /// Paths deleted locally and so deleted in the new /etc.
     pub removed: Vec<String>,
+    /// The passwd/group merge that follows ([`crate::accounts`]).
+    pub accounts: crate::accounts::AccountsReport,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod accounts;
 pub mod bls;
 mod cleanup;
 mod deploy;
@@ -35,17 +36,22 @@ pub mod deployment;
 pub mod error;
 pub mod etc_merge;
 mod fsutil;
+mod kargs;
 pub mod kernel;
 pub mod lock;
+pub mod space;
 mod status;
 mod sysroot;
 
+pub use accounts::AccountsReport;
 pub use bls::{BootEntry, Kargs};
 pub use cleanup::CleanupReport;
 pub use deploy::{DeployOptions, DeployReport};
 pub use deployment::Deployment;
 pub use error::{Error, Result};
+pub use kargs::KargEdit;
 pub use lock::SysrootLock;
+pub use space::SpaceNeed;
 pub use status::DeploymentStatus;
 pub use sysroot::{Booted, Sysroot};
 
