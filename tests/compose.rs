@@ -20,21 +20,6 @@ fn alpine_repo() -> PathBuf {
     dir
 }
 
-/// The Alpine signing keys, from the 3.19.4 minirootfs.
-fn alpine_keys(scratch: &Path) -> PathBuf {
-    let tarball = test_data().join("alpine/minirootfs/alpine-minirootfs-3.19.4-x86_64.tar.gz");
-    fs::create_dir_all(scratch).unwrap();
-    run_ok(
-        tool("tar")
-            .arg("-xzf")
-            .arg(tarball)
-            .arg("-C")
-            .arg(scratch)
-            .arg("./etc/apk/keys"),
-    );
-    scratch.join("etc/apk/keys")
-}
-
 fn init_repo(path: &Path) {
     run_ok(ostree(path).args(["init", "--mode=bare"]));
 }

@@ -25,21 +25,6 @@ fn alpine_packages() -> Vec<PathBuf> {
     v
 }
 
-/// The Alpine signing keys, from the 3.19.4 minirootfs.
-fn alpine_keys(scratch: &Path) -> PathBuf {
-    let tarball = test_data().join("alpine/minirootfs/alpine-minirootfs-3.19.4-x86_64.tar.gz");
-    fs::create_dir_all(scratch).unwrap();
-    run_ok(
-        tool("tar")
-            .arg("-xzf")
-            .arg(tarball)
-            .arg("-C")
-            .arg(scratch)
-            .arg("./etc/apk/keys"),
-    );
-    scratch.join("etc/apk/keys")
-}
-
 fn apk(name_prefix: &str) -> PathBuf {
     alpine_packages()
         .into_iter()

@@ -7,7 +7,7 @@ pub const STEPS: &[&str] = &[
     "commit-during-rename",
     "commit-before-ref",
     "prune-during-delete",
-    // treeline-sysroot (its FAULT_STEPS lists the same names).
+    // treeline-sysroot: deploy, boot-list write and cleanup.
     "deploy-after-checkout",
     "deploy-after-etc-merge",
     "deploy-after-deployment-dir",

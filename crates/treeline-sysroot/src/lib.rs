@@ -54,19 +54,3 @@ pub use lock::SysrootLock;
 pub use space::SpaceNeed;
 pub use status::DeploymentStatus;
 pub use sysroot::{Booted, Sysroot};
-
-/// The fault-injection steps of this crate (`TREELINE_FAULT=<step>`), in the order a
-/// deploy passes them.
-pub const FAULT_STEPS: &[&str] = &[
-    "deploy-after-checkout",
-    "deploy-after-etc-merge",
-    "deploy-after-deployment-dir",
-    "write-after-kernels",
-    "write-after-bootlinks",
-    "write-after-entries",
-    "write-after-refs",
-    "write-after-swap",
-    "cleanup-after-boot-versions",
-    "cleanup-during-deployments",
-    "cleanup-before-prune",
-];
