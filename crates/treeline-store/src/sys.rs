@@ -178,26 +178,56 @@ pub struct RepoLock {
 impl RepoLock {
     /// Block until the lock is held.
     pub fn acquire(path: &Path, kind: LockKind) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
-        let lock = libc::flock {
-            l_type: match kind {
-                LockKind::Shared => libc::F_RDLCK as i16,
-                LockKind::Exclusive => libc::F_WRLCK as i16,
-            },
-            l_whence: libc::SEEK_SET as i16,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&lock))
+        Self::acquire_created_with(path, kind, 0o666)
+    }
+
+    /// As [`acquire`](Self::acquire), creating a missing lock file with `mode`.
+    pub fn acquire_created_with(path: &Path, kind: LockKind, mode: u32) -> Result<Self> {
+        let file = open_lock_file(path, mode)?;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&ofd_lock(kind)))
             .map_err(std::io::Error::from)
             .at(path)?;
         Ok(RepoLock { _file: file })
+    }
+
+    /// Take the lock if nobody holds a conflicting one; `None` otherwise. A missing lock
+    /// file is created with `mode`.
+    pub fn try_acquire_created_with(
+        path: &Path,
+        kind: LockKind,
+        mode: u32,
+    ) -> Result<Option<Self>> {
+        let file = open_lock_file(path, mode)?;
+        match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&ofd_lock(kind))) {
+            Ok(_) => Ok(Some(RepoLock { _file: file })),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
+            Err(e) => Err(std::io::Error::from(e)).at(path),
+        }
+    }
+}
+
+fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(path)
+        .at(path)
+}
+
+/// A whole-file OFD lock request of `kind`.
+fn ofd_lock(kind: LockKind) -> libc::flock {
+    libc::flock {
+        l_type: match kind {
+            LockKind::Shared => libc::F_RDLCK as i16,
+            LockKind::Exclusive => libc::F_WRLCK as i16,
+        },
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
     }
 }

@@ -5,81 +5,56 @@
 //! open-file-description write lock on the whole file (`fcntl(F_OFD_SETLK, F_WRLCK)`).
 //! OFD locks and `flock` locks do not see each other, so this uses the same kind.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{FcntlArg, fcntl};
-use nix::libc;
+use treeline_store::sys::{LockKind, RepoLock};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, Result};
 
 /// The lock file, relative to the sysroot.
 pub const LOCK_FILE: &str = "ostree/lock";
 
+/// Mode of a lock file this creates (ostree's too).
+const LOCK_FILE_MODE: u32 = 0o600;
+
 /// An exclusive hold on a sysroot; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct SysrootLock {
-    _file: File,
+    _lock: RepoLock,
     path: PathBuf,
+}
+
+/// The store names the lock file in its errors; keep it an I/O error on that file.
+fn lock_error(path: &Path, error: treeline_store::Error) -> Error {
+    match error {
+        treeline_store::Error::Io { path, error } => Error::Io { path, error },
+        other => Error::Store {
+            repo: path.to_owned(),
+            error: other,
+        },
+    }
 }
 
 impl SysrootLock {
     /// Take the lock of the sysroot at `sysroot`, waiting for another holder to finish.
     /// A message is logged when the lock is busy, so a waiting command does not look hung.
     pub fn acquire(sysroot: &Path) -> Result<Self> {
-        let path = sysroot.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .at(&path)?;
-        let lock = libc::flock {
-            l_type: libc::F_WRLCK as i16,
-            l_whence: libc::SEEK_SET as i16,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        match fcntl(&file, FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EACCES) => {
-                tracing::warn!("waiting for the sysroot lock {}", path.display());
-                fcntl(&file, FcntlArg::F_OFD_SETLKW(&lock))
-                    .map_err(std::io::Error::from)
-                    .at(&path)?;
-            }
-            Err(e) => return Err(std::io::Error::from(e)).at(&path),
+        if let Some(lock) = Self::try_acquire(sysroot)? {
+            return Ok(lock);
         }
-        Ok(SysrootLock { _file: file, path })
+        let path = sysroot.join(LOCK_FILE);
+        tracing::warn!("waiting for the sysroot lock {}", path.display());
+        let lock = RepoLock::acquire_created_with(&path, LockKind::Exclusive, LOCK_FILE_MODE)
+            .map_err(|e| lock_error(&path, e))?;
+        Ok(SysrootLock { _lock: lock, path })
     }
 
     /// Try to take the lock without waiting: `None` when someone else holds it.
     pub fn try_acquire(sysroot: &Path) -> Result<Option<Self>> {
         let path = sysroot.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .at(&path)?;
-        let lock = libc::flock {
-            l_type: libc::F_WRLCK as i16,
-            l_whence: libc::SEEK_SET as i16,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        match fcntl(&file, FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => Ok(Some(SysrootLock { _file: file, path })),
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EACCES) => Ok(None),
-            Err(e) => Err(std::io::Error::from(e)).at(&path),
-        }
+        let lock = RepoLock::try_acquire_created_with(&path, LockKind::Exclusive, LOCK_FILE_MODE)
+            .map_err(|e| lock_error(&path, e))?;
+        Ok(lock.map(|lock| SysrootLock { _lock: lock, path }))
     }
 
     /// The lock file.
