@@ -10,7 +10,9 @@
 #          commit copied in with `ostree pull-local`, all untimed), then the timed
 #          `admin deploy --os=debian bench/debian --karg=root=LABEL=root` of that commit:
 #          hardlink checkout, /etc copy, kernel and initramfs into /boot, BLS entries, the
-#          /boot/loader swap. Both tools do the same work on equivalent sysroots.
+#          /boot/loader swap. Both tools do the same work on equivalent sysroots, except
+#          that treeline also seeds the new stateroot's /var from the commit's /var (85 MB
+#          for this tree; ostree 2022.7 leaves it empty).
 #          `upgrade`: the sysroot is deployed at v1 from a remote `origin` (a file:// archive
 #          repo holding v1 and v2 of the tree, v2 from --tree2, default
 #          /var/tmp/treeline-bench-work/inputs/debian-pull-v2, a second debootstrap with

@@ -27,6 +27,23 @@ pub enum AdminCommand {
     InitFs {
         /// The directory to initialize.
         path: PathBuf,
+        /// Make a container sysroot (OpenVZ, LXC: no kernel, no boot loader): the
+        /// deployments are listed, default first, in ostree/container-deployments instead
+        /// of boot loader entries (docs/container.md). Then `install-boot` puts
+        /// treeline-boot in as the container's /sbin/init.
+        #[arg(long)]
+        container: bool,
+    },
+    /// Install treeline-boot as /sbin/init of a container sysroot (made with `init-fs
+    /// --container`): started as the container's init, it enters the default deployment
+    /// (/usr read-only, /etc, /var from the stateroot, the sysroot on /sysroot) and execs
+    /// the deployment's /sbin/init. The program must be statically linked (the container
+    /// root has no libraries); it replaces any /sbin/init in one rename.
+    InstallBoot {
+        /// The statically linked treeline-boot to install [default: treeline-boot next to
+        /// this program].
+        #[arg(long, value_name = "FILE", env = "TREELINE_BOOT")]
+        from: Option<PathBuf>,
     },
     /// Create a stateroot (ostree/deploy/OSNAME with its shared /var).
     #[command(alias = "stateroot-init")]
@@ -71,6 +88,10 @@ pub enum AdminCommand {
     /// Pull the default deployment's origin and deploy it if it changed (exit code 77
     /// when there is nothing new).
     Upgrade(UpgradeArgs),
+    /// Make the staged deployment (`deploy --stage`, `upgrade --stage`) the default,
+    /// keeping the /etc changes made since it was staged. Run at shutdown by
+    /// dist/treeline-finalize-staged.service (systemd) or dist/openrc/ (OpenRC).
+    FinalizeStaged,
     /// Show or edit the default deployment's kernel arguments (written as a new boot
     /// version). Deletions apply first, then replacements, then appends.
     Kargs {
@@ -101,6 +122,10 @@ pub struct UpgradeArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Prepare the new deployment but make it the default only at shutdown
+    /// (`admin finalize-staged`); a reboot without it keeps the current default.
+    #[arg(long)]
+    stage: bool,
 }
 
 /// The exit code of `upgrade` when the origin has nothing new (as rpm-ostree's).
@@ -136,6 +161,10 @@ pub struct DeployArgs {
     /// Keep every existing deployment.
     #[arg(long)]
     retain: bool,
+    /// Prepare the deployment but make it the default only at shutdown
+    /// (`admin finalize-staged`); a reboot without it keeps the current default.
+    #[arg(long)]
+    stage: bool,
 }
 
 pub(crate) fn booted_source(sysroot: &Path) -> Result<Booted> {
@@ -176,9 +205,21 @@ fn resolve_index(s: &Sysroot, what: &str) -> Result<usize> {
 pub fn run(args: AdminArgs) -> Result<ExitCode> {
     let root = &args.sysroot;
     match args.command {
-        AdminCommand::InitFs { path } => {
-            Sysroot::init_fs(&path)
-                .with_context(|| format!("initializing sysroot {}", path.display()))?;
+        AdminCommand::InitFs { path, container } => {
+            if container {
+                Sysroot::init_container_fs(&path)
+            } else {
+                Sysroot::init_fs(&path)
+            }
+            .with_context(|| format!("initializing sysroot {}", path.display()))?;
+        }
+        AdminCommand::InstallBoot { from } => {
+            let from = crate::image_cmds::treeline_boot_program(from)?;
+            let s = open_locked(root)?;
+            let dest = s.install_container_init(&from).with_context(|| {
+                format!("installing {} as the container's init", from.display())
+            })?;
+            println!("Installed {} as {}", from.display(), dest.display());
         }
         AdminCommand::OsInit { osname } => {
             let s = open_locked(root)?;
@@ -188,6 +229,20 @@ pub fn run(args: AdminArgs) -> Result<ExitCode> {
         }
         AdminCommand::Deploy(d) => deploy(root, d)?,
         AdminCommand::Upgrade(u) => return upgrade(root, u),
+        AdminCommand::FinalizeStaged => {
+            let mut s = open_locked(root)?;
+            match s
+                .finalize_staged()
+                .context("finalizing the staged deployment")?
+            {
+                Some(d) => println!(
+                    "Finalized {} (bootversion {}); it is the default",
+                    d.display_id(),
+                    s.bootversion()
+                ),
+                None => println!("No staged deployment"),
+            }
+        }
         AdminCommand::Kargs {
             append,
             delete,
@@ -318,9 +373,12 @@ fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
         no_merge: a.no_merge,
         retain: a.retain,
     };
-    let r = s
-        .deploy(&opts)
-        .with_context(|| format!("deploying {} to stateroot {stateroot}", a.revision))?;
+    let r = if a.stage {
+        s.stage(&opts)
+    } else {
+        s.deploy(&opts)
+    }
+    .with_context(|| format!("deploying {} to stateroot {stateroot}", a.revision))?;
     if r.merge_from.is_some() && !a.no_merge {
         println!(
             "Copying /etc changes: {} modified, {} removed, {} added",
@@ -340,36 +398,58 @@ fn deploy(root: &Path, a: DeployArgs) -> Result<()> {
                 "warning: {file}: {name} has ID {from} in the new tree, taken here: given {to}"
             );
         }
+        if acc.owners_changed > 0 {
+            println!(
+                "Owners changed to this machine's IDs: {} files",
+                acc.owners_changed
+            );
+        }
     }
-    println!(
-        "Deployed {} (bootversion {}); it is the default",
-        r.deployment.display_id(),
-        s.bootversion()
-    );
+    println!("{}", deployed_line(&r.deployment, &s, a.stage));
     Ok(())
 }
 
+fn deployed_line(d: &treeline_sysroot::Deployment, s: &Sysroot, staged: bool) -> String {
+    if staged {
+        format!(
+            "Staged {}; it becomes the default at shutdown (admin finalize-staged)",
+            d.display_id()
+        )
+    } else {
+        format!(
+            "Deployed {} (bootversion {}); it is the default",
+            d.display_id(),
+            s.bootversion()
+        )
+    }
+}
+
 fn status(s: &Sysroot, json: bool) -> Result<()> {
-    let st = s.status()?;
+    let mut st = s.status()?;
+    if let Some(staged) = s.staged_status()? {
+        st.insert(0, staged);
+    }
     let mut out = std::io::stdout().lock();
     if json {
         let deployments: Vec<serde_json::Value> = st
             .iter()
             .map(|d| {
                 let dep = &d.deployment;
+                // The staged deployment is not in the boot order: no index.
+                let index = (!d.staged).then_some(d.index);
                 serde_json::json!({
-                    "index": d.index,
+                    "index": index,
                     "stateroot": dep.stateroot,
                     "checksum": dep.checksum.to_string(),
                     "serial": dep.serial,
                     "id": dep.name(),
                     "path": s.deployment_path(dep),
-                    "default": d.index == 0,
+                    "default": index == Some(0),
                     "booted": d.booted,
                     "pending": d.pending,
                     "rollback": d.rollback,
                     "pinned": d.pinned,
-                    "staged": false,
+                    "staged": d.staged,
                     "version": d.version,
                     "timestamp": d.timestamp,
                     "origin_refspec": dep.origin_refspec(),
@@ -384,6 +464,7 @@ fn status(s: &Sysroot, json: bool) -> Result<()> {
             "bootversion": s.bootversion(),
             "subbootversion": s.subbootversion(),
             "booted": s.booted_index(),
+            "container": s.is_container(),
             "deployments": deployments,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -396,7 +477,9 @@ fn status(s: &Sysroot, json: bool) -> Result<()> {
     for d in &st {
         let dep = &d.deployment;
         let mark = if d.booted { "* " } else { "  " };
-        let state = if d.pending {
+        let state = if d.staged {
+            " (staged)"
+        } else if d.pending {
             " (pending)"
         } else if d.rollback {
             " (rollback)"
@@ -513,7 +596,9 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
         .iter()
         .find(|d| d.stateroot == stateroot)
         .map(|d| d.checksum);
-    let update = target != current && newest != Some(target);
+    let staged = s.staged()?.filter(|d| d.stateroot == stateroot);
+    let update =
+        target != current && newest != Some(target) && staged.map(|d| d.checksum) != Some(target);
     let mut report = serde_json::json!({
         "stateroot": stateroot,
         "refspec": refspec,
@@ -544,6 +629,17 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
             .map(|v| format!(" (version {v})"))
             .unwrap_or_default()
     ));
+    if let Source::Remote { remote, name } = &source {
+        let rev = override_commit
+            .clone()
+            .unwrap_or_else(|| format!("{name}@{target}"));
+        let plan = crate::remote_cmds::plan_pull(&repo, remote, &rev)?;
+        say(format!(
+            "Will download {}",
+            crate::remote_cmds::describe_plan(&plan)
+        ));
+        report["download"] = crate::remote_cmds::plan_json(&plan);
+    }
     if a.check {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -555,10 +651,7 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
     if let Source::Remote { remote, name } = &source {
         let remote_cfg = treeline_pull::Remote::load(&repo, remote)?;
         let wanted = override_commit.clone().unwrap_or_else(|| name.clone());
-        say(format!(
-            "Fetching {target} from {} (the size is known only once the tree is read)",
-            remote_cfg.url
-        ));
+        say(format!("Fetching {target} from {}", remote_cfg.url));
         let opts = treeline_pull::PullOptions {
             refs: vec![wanted.clone()],
             ..Default::default()
@@ -584,15 +677,15 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
         origin: Some(origin),
         ..Default::default()
     };
-    let r = s
-        .deploy(&opts)
-        .with_context(|| format!("deploying {target} to stateroot {stateroot}"))?;
-    say(format!(
-        "Deployed {} (bootversion {}); it is the default",
-        r.deployment.display_id(),
-        s.bootversion()
-    ));
+    let r = if a.stage {
+        s.stage(&opts)
+    } else {
+        s.deploy(&opts)
+    }
+    .with_context(|| format!("deploying {target} to stateroot {stateroot}"))?;
+    say(deployed_line(&r.deployment, &s, a.stage));
     report["deployed"] = r.deployment.name().into();
+    report["staged"] = a.stage.into();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }

@@ -18,8 +18,9 @@ pub struct ComposeArgs {
 #[derive(Subcommand, Debug)]
 enum ComposeCommand {
     /// Build the tree a treefile describes and commit it on the treefile's ref: resolve,
-    /// fetch, import, assemble, package database, scripts, commit. No commit is made when
-    /// nothing changed.
+    /// fetch, import, assemble, package database, scripts, users, services, post-process
+    /// scripts, the OSTree layout (/usr merged, /usr/etc, /var from tmpfiles.d), commit.
+    /// No commit is made when nothing changed. See docs/treefile.md.
     Tree {
         /// The treefile (TOML).
         treefile: PathBuf,
@@ -40,6 +41,17 @@ enum ComposeCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// After a new commit, generate the static delta from its parent (as
+        /// `static-delta generate`; from scratch when there is no parent).
+        #[arg(long)]
+        static_delta: bool,
+        /// After a new commit (and its delta), regenerate the summary, as `summary -u`.
+        #[arg(long)]
+        update_summary: bool,
+        /// Sign the summary with the ed25519 secret keys in this file (one base64 key a
+        /// line); without it a previous summary.sig is removed, as `summary -u` does.
+        #[arg(long, value_name = "FILE", requires = "update_summary")]
+        summary_keys_file: Option<PathBuf>,
     },
 }
 
@@ -52,10 +64,13 @@ pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
             force,
             jobs,
             json,
+            static_delta,
+            update_summary,
+            summary_keys_file,
         } => {
             let tf = Treefile::load(&treefile)?;
             let repo_path = repo.ok_or_else(|| anyhow!("compose tree needs --repo=PATH"))?;
-            let repo = treeline_store::Repo::open(&repo_path)
+            let mut repo = treeline_store::Repo::open(&repo_path)
                 .with_context(|| format!("opening repository {}", repo_path.display()))?;
             let opts = ComposeOptions {
                 cache_dir,
@@ -67,6 +82,22 @@ pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
             let outcome = compose_tree(&repo, &tf, &opts)
                 .with_context(|| format!("composing {}", treefile.display()))?;
             drop(opts);
+            if let Outcome::Committed { commit, parent, .. } = &outcome {
+                if static_delta {
+                    let name = treeline_store::delta::DeltaName::new(*parent, *commit);
+                    eprintln!("generating static delta {name}");
+                    treeline_store::delta::generate(
+                        &mut repo,
+                        *parent,
+                        *commit,
+                        &treeline_store::delta::GenerateOptions::default(),
+                    )
+                    .with_context(|| format!("generating static delta {name}"))?;
+                }
+                if update_summary {
+                    crate::remote_cmds::update_summary(&mut repo, &[], &[], &summary_keys_file)?;
+                }
+            }
             print_outcome(&tf, &outcome, json)?;
         }
     }
@@ -110,15 +141,7 @@ fn print_outcome(tf: &Treefile, outcome: &Outcome, json: bool) -> Result<()> {
             changes,
             ..
         } => {
-            for p in &changes.added {
-                writeln!(out, "+ {p}")?;
-            }
-            for p in &changes.removed {
-                writeln!(out, "- {p}")?;
-            }
-            for (name, old, new) in &changes.changed {
-                writeln!(out, "~ {name} {old} -> {new}")?;
-            }
+            crate::db_cmds::print_changes(&mut out, changes)?;
             writeln!(
                 out,
                 "{}: {} ({} packages: {} added, {} removed, {} changed)",

@@ -2,7 +2,9 @@
 
 mod admin_cmds;
 mod compose_cmds;
+mod db_cmds;
 mod delta_cmds;
+mod image_cmds;
 mod pkg_cmds;
 mod progress;
 mod remote_cmds;

@@ -83,21 +83,33 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Regenerates the delta indexes and the summary (`summary -u`), signed with the given
+/// keys (inline base64 or a keys file); `add_metadata` is `KEY=VALUE` strings.
+pub fn update_summary(
+    repo: &mut Repo,
+    add_metadata: &[String],
+    sign: &[String],
+    keys_file: &Option<PathBuf>,
+) -> Result<()> {
+    // As ostree does: the delta indexes are regenerated with the summary.
+    treeline_store::delta::reindex(repo, None).context("regenerating the delta indexes")?;
+    let mut extra = Metadata::new();
+    for kv in add_metadata {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--add-metadata {kv:?}: expected KEY=VALUE"))?;
+        extra.insert(k, Value::string(v));
+    }
+    let keys = signing_keys(sign, keys_file)?;
+    summary::update_summary(repo, &extra, now(), &keys).context("updating the summary")?;
+    Ok(())
+}
+
 /// `summary`.
 pub fn summary(repo: &mut Repo, args: SummaryArgs) -> Result<()> {
     check_sign_type(&args.sign_type)?;
     if args.update {
-        // As ostree does: the delta indexes are regenerated with the summary.
-        treeline_store::delta::reindex(repo, None).context("regenerating the delta indexes")?;
-        let mut extra = Metadata::new();
-        for kv in &args.add_metadata {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--add-metadata {kv:?}: expected KEY=VALUE"))?;
-            extra.insert(k, Value::string(v));
-        }
-        let keys = signing_keys(&args.sign, &args.keys_file)?;
-        summary::update_summary(repo, &extra, now(), &keys).context("updating the summary")?;
+        update_summary(repo, &args.add_metadata, &args.sign, &args.keys_file)?;
     }
     if args.view || args.json || !args.update {
         let s = summary::read_summary(&repo.path().join("summary"))
@@ -350,6 +362,85 @@ pub struct PullArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Only say what the pull would download: fetch the summary, the commits and (without
+    /// a static delta) their dirtrees and dirmetas, which are kept for the real pull, but
+    /// no content object; refs are not changed.
+    #[arg(long, conflicts_with_all = ["commit_metadata_only", "mirror"])]
+    dry_run: bool,
+}
+
+/// One line saying what pulling a target would download, e.g. "3.2 MB (static delta
+/// a1b2c3d4→c3d4e5f6, 2 parts, 9.1 MB unpacked)".
+pub fn describe_plan(t: &treeline_pull::TargetPlan) -> String {
+    use treeline_store::delta::format_size;
+    let short = |c: &treeline_store::Checksum| c.to_hex()[..8].to_owned();
+    if t.complete {
+        return "nothing (the commit is stored already)".into();
+    }
+    match (&t.delta, t.download_bytes) {
+        (Some(d), Some(n)) => {
+            let from = d
+                .from
+                .as_ref()
+                .map(|f| format!("{}→", short(f)))
+                .unwrap_or_default();
+            let mut s = format!(
+                "{} (static delta {from}{}, {} part(s), {} unpacked",
+                format_size(n),
+                short(&t.commit),
+                d.parts,
+                format_size(d.unpacked_bytes)
+            );
+            if d.fallback_objects > 0 {
+                s.push_str(&format!(", {} object(s) fetched whole", d.fallback_objects));
+            }
+            s.push(')');
+            s
+        }
+        (_, Some(n)) => format!("{} ({} object(s))", format_size(n), t.objects),
+        (_, None) => format!(
+            "{} object(s), size unknown (no static delta; the remote lists no object sizes)",
+            t.objects
+        ),
+    }
+}
+
+/// A target's plan as JSON (for `pull --dry-run --json` and `admin upgrade --json`).
+pub fn plan_json(t: &treeline_pull::TargetPlan) -> serde_json::Value {
+    serde_json::json!({
+        "ref": t.ref_name,
+        "commit": t.commit.to_hex(),
+        "complete": t.complete,
+        "objects": t.objects,
+        "download_bytes": t.download_bytes,
+        "delta": t.delta.as_ref().map(|d| serde_json::json!({
+            "name": d.name,
+            "from": d.from.map(|f| f.to_hex()),
+            "superblock_bytes": d.superblock_bytes,
+            "parts": d.parts,
+            "part_bytes": d.part_bytes,
+            "unpacked_bytes": d.unpacked_bytes,
+            "fallback_objects": d.fallback_objects,
+            "fallback_bytes": d.fallback_bytes,
+        })),
+    })
+}
+
+/// What pulling `rev` (REF, REF@COMMIT or a commit) from remote `remote_name` into `repo`
+/// would download, with the default pull options.
+pub fn plan_pull(repo: &Repo, remote_name: &str, rev: &str) -> Result<treeline_pull::TargetPlan> {
+    let remote = treeline_pull::Remote::load(repo, remote_name)?;
+    let opts = treeline_pull::PullOptions {
+        refs: vec![rev.to_owned()],
+        ..Default::default()
+    };
+    treeline_pull::plan(repo, &remote, &opts)
+        .with_context(|| {
+            format!("working out what pulling {rev} from {remote_name} would download")
+        })?
+        .targets
+        .pop()
+        .ok_or_else(|| anyhow!("remote {remote_name} gave no commit for {rev}"))
 }
 
 /// `pull`.
@@ -373,6 +464,26 @@ pub fn pull(repo: &Repo, args: PullArgs) -> Result<()> {
         require_static_deltas: args.require_static_deltas,
     };
     let started = std::time::Instant::now();
+    if args.dry_run {
+        let plan = treeline_pull::plan(repo, &remote, &opts)
+            .with_context(|| format!("planning a pull from {remote_name}"))?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "targets": plan.targets.iter().map(plan_json).collect::<Vec<_>>(),
+                    "requests": plan.requests,
+                    "bytes": plan.bytes,
+                })
+            );
+        } else {
+            for t in &plan.targets {
+                let what = t.ref_name.clone().unwrap_or_else(|| t.commit.to_hex());
+                println!("{what} ({}): would download {}", t.commit, describe_plan(t));
+            }
+        }
+        return Ok(());
+    }
     let report = {
         let bar = crate::progress::Bar::new("pulling");
         treeline_pull::pull(repo, &remote, &opts, &bar)

@@ -133,8 +133,12 @@ pub enum Command {
     Pkg(crate::pkg_cmds::PkgArgs),
     /// Deployments on a target: init-fs, os-init, deploy, status, rollback, pin, cleanup.
     Admin(crate::admin_cmds::AdminArgs),
+    /// Boot artifacts: initramfs from a tree's kernel modules, disk images.
+    Image(crate::image_cmds::ImageArgs),
     /// Build OS commits from treefiles: `compose tree TREEFILE`.
     Compose(crate::compose_cmds::ComposeArgs),
+    /// The packages of composed commits: `db list REV`, `db diff A B`.
+    Db(crate::db_cmds::DbArgs),
 }
 
 /// `commit` flags.
@@ -438,6 +442,8 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
         Command::Pkg(args) => return crate::pkg_cmds::run(repo_path, args),
         Command::Admin(args) => return crate::admin_cmds::run(args),
         Command::Compose(args) => return crate::compose_cmds::run(repo_path, args),
+        Command::Image(args) => return crate::image_cmds::run(repo_path, args),
+        Command::Db(args) => return crate::db_cmds::run(repo_path, args),
     }
     Ok(ExitCode::SUCCESS)
 }

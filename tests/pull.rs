@@ -1661,3 +1661,200 @@ fn ostree_and_treeline_pull_use_treeline_made_deltas() {
         "treeline delta pull",
     );
 }
+
+/// Total length of the files below `dir` (recursively).
+fn bytes_under(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                bytes_under(&e.path())
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn dry_run_says_what_a_pull_would_download_and_fetches_no_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = make_source(tmp.path());
+    run_ok(tl(&src.repo).args([
+        "static-delta",
+        "generate",
+        &format!("--from={}", src.v1),
+        &format!("--to={}", src.v2),
+    ]));
+    run_ok(tl(&src.repo).args(["summary", "-u"]));
+    let server = TlServe::start(&src.repo);
+    let file_objects = |c: &Path| {
+        object_files(c)
+            .into_iter()
+            .filter(|p| p.ends_with(".file"))
+            .count()
+    };
+
+    // With the delta: the sizes are the delta's files on the server (superblock and
+    // parts) plus its fallback objects; the real pull then transfers exactly that, the
+    // summary and the config.
+    let c = client(&tmp.path().join("delta-client"), "bare-user", &server.url);
+    pull_json(&c, &["origin", &format!("main@{}", src.v1)]);
+    let before = object_files(&c);
+    let plan = pull_json(&c, &["--dry-run", "origin", "main"]);
+    let t = &plan["targets"][0];
+    assert_eq!(t["commit"], src.v2.as_str(), "{plan}");
+    assert_eq!(t["complete"], false, "{plan}");
+    let d = &t["delta"];
+    assert_eq!(d["name"], format!("{}-{}", src.v1, src.v2), "{plan}");
+    let download = t["download_bytes"].as_u64().unwrap();
+    assert_eq!(
+        download,
+        bytes_under(&src.repo.join("deltas")) + d["fallback_bytes"].as_u64().unwrap(),
+        "{plan}"
+    );
+    assert!(d["unpacked_bytes"].as_u64().unwrap() > 0, "{plan}");
+    assert_eq!(
+        object_files(&c),
+        before,
+        "a dry run with a delta stores nothing"
+    );
+    assert_eq!(
+        rev_parse(&c, "origin:main").as_deref(),
+        Some(src.v1.as_str())
+    );
+    let human = run_ok(tl(&c).args(["pull", "--dry-run", "origin", "main"]));
+    assert!(
+        human.contains("would download") && human.contains("static delta"),
+        "{human}"
+    );
+    let r = pull_json(&c, &["origin", "main"]);
+    assert_eq!(deltas_of(&r), vec![format!("{}-{}", src.v1, src.v2)], "{r}");
+    let served = |f: &str| fs::metadata(src.repo.join(f)).unwrap().len();
+    assert_eq!(
+        r["bytes"].as_u64().unwrap(),
+        download + served("summary") + served("config"),
+        "plan {plan}, pull {r}"
+    );
+    assert_fsck(&c, "pull after a dry run");
+
+    // Without a delta: the dirtrees and dirmetas are fetched and kept, no content object;
+    // the pull then fetches exactly the objects counted.
+    let c = client(&tmp.path().join("loose-client"), "bare-user", &server.url);
+    pull_json(&c, &["origin", &format!("main@{}", src.v1)]);
+    let files_before = file_objects(&c);
+    let plan = pull_json(
+        &c,
+        &["--dry-run", "--disable-static-deltas", "origin", "main"],
+    );
+    let t = &plan["targets"][0];
+    assert!(t["delta"].is_null(), "{plan}");
+    assert!(t["download_bytes"].is_null(), "{plan}");
+    let n = t["objects"].as_u64().unwrap();
+    assert!(n > 0, "{plan}");
+    assert_eq!(file_objects(&c), files_before, "a dry run fetched content");
+    let have = object_files(&c);
+    for dt in src.new_dirtrees() {
+        assert!(have.contains(&dt), "the dry run did not keep {dt}");
+    }
+    assert_eq!(
+        rev_parse(&c, "origin:main").as_deref(),
+        Some(src.v1.as_str())
+    );
+    let r = pull_json(&c, &["--disable-static-deltas", "origin", "main"]);
+    assert_eq!(
+        r["objects_fetched"].as_u64(),
+        Some(n),
+        "plan {plan}, pull {r}"
+    );
+    assert_fsck(&c, "loose pull after a dry run");
+    assert_checkout_eq(
+        &c,
+        "origin:main",
+        &src.v2_dir,
+        tmp.path(),
+        "pull after a dry run",
+    );
+
+    // Up to date: nothing to download.
+    let plan = pull_json(&c, &["--dry-run", "origin", "main"]);
+    assert_eq!(plan["targets"][0]["complete"], true, "{plan}");
+    assert_eq!(plan["targets"][0]["download_bytes"], 0, "{plan}");
+}
+
+#[test]
+fn delta_part_cut_off_mid_download_is_fetched_again_and_a_failed_one_leaves_the_ref() {
+    // v2 adds 3 MB that compresses poorly: a part large enough to be applied while it
+    // downloads, so the cut comes after some of it was already read.
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, v1_dir, v2_dir) = (
+        tmp.path().join("src-repo"),
+        tmp.path().join("v1"),
+        tmp.path().join("v2"),
+    );
+    make_v1(&v1_dir);
+    make_v2(&v2_dir);
+    write_file(&v2_dir, "new/large.bin", &noise(3_000_000, 9), 0o644);
+    init(&repo, "archive");
+    let a = commit(&repo, "main", &v1_dir, "v1");
+    let b = commit(&repo, "main", &v2_dir, "v2");
+    run_ok(tl(&repo).args([
+        "static-delta",
+        "generate",
+        &format!("--from={a}"),
+        &format!("--to={b}"),
+    ]));
+    run_ok(tl(&repo).args(["summary", "-u"]));
+    let server = TestServer::start(&repo);
+    fn is_part(path: &str) -> bool {
+        path.starts_with("deltas/") && !path.ends_with("/superblock")
+    }
+
+    // Cut off once: fetched again and applied.
+    let c = client(&tmp.path().join("client"), "bare-user", &server.url);
+    pull_json(&c, &["origin", &format!("main@{a}")]);
+    server.reset_counts();
+    server.set_faults(|path, n| {
+        if is_part(path) && n == 1 {
+            Fault::TruncateWithLength
+        } else {
+            Fault::None
+        }
+    });
+    let before = server.log_len();
+    let r = pull_json(&c, &["origin", "main"]);
+    assert_eq!(deltas_of(&r), vec![format!("{a}-{b}")], "{r}");
+    let part_requests = server.log()[before..]
+        .iter()
+        .filter(|l| is_part(&l.path))
+        .count();
+    assert_eq!(part_requests, 2, "the cut part was not fetched again");
+    assert_fsck(&c, "delta pull after a cut part");
+    assert_checkout_eq(&c, "origin:main", &v2_dir, tmp.path(), "delta after a cut");
+
+    // Cut off every time: the pull fails naming the part; the ref stays; it resumes.
+    let c = client(&tmp.path().join("client-2"), "bare-user", &server.url);
+    server.clear_faults();
+    pull_json(&c, &["origin", &format!("main@{a}")]);
+    server.set_faults(|path, _| {
+        if is_part(path) {
+            Fault::TruncateWithLength
+        } else {
+            Fault::None
+        }
+    });
+    let out = run_fail(tl(&c).args(["pull", "--network-retries", "1", "origin", "main"]));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("/deltas/"),
+        "error does not name the part: {err}"
+    );
+    assert_eq!(rev_parse(&c, "origin:main").as_deref(), Some(a.as_str()));
+    assert_fsck(&c, "after a failed delta part");
+    server.clear_faults();
+    pull_json(&c, &["origin", "main"]);
+    assert_eq!(rev_parse(&c, "origin:main").as_deref(), Some(b.as_str()));
+    assert_fsck(&c, "resumed after a failed delta part");
+    assert_checkout_eq(&c, "origin:main", &v2_dir, tmp.path(), "resumed delta pull");
+}

@@ -8,18 +8,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
-
-/// `treeline admin ... --sysroot=S`, with the test-controlled variables cleared.
-fn admin(sysroot: &Path) -> Command {
-    let mut c = treeline();
-    c.env_remove("TREELINE_FAULT").env_remove("OSTREE_REPO");
-    c.arg("admin")
-        .arg(format!("--sysroot={}", sysroot.display()));
-    c
-}
 
 fn ostree_admin(sysroot: &Path, args: &[&str]) -> String {
     let mut c = tool("ostree");
@@ -487,7 +477,12 @@ fn sysroot_fault_steps() -> Vec<String> {
 /// The default deployment must be complete: its directory, /etc, /usr, kernel and origin.
 fn assert_default_complete(s: &Path, step: &str) -> String {
     let st = treeline_status_json(s);
-    let first = &st["deployments"][0];
+    let first = st["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["default"] == true)
+        .unwrap_or_else(|| panic!("{step}: no default deployment"));
     let name = first["id"].as_str().unwrap().to_owned();
     let dir = deployment_dir(s, &name);
     assert!(
@@ -1093,5 +1088,639 @@ fn deploy_refuses_when_the_sysroot_is_full_and_keeps_the_current_default() {
     );
     assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
     assert_default_complete(&s, "full sysroot");
+    clear_deployment_immutable(&s);
+}
+
+/// A commit object of the sysroot's repository.
+fn commit_object(sysroot: &Path, checksum: &str) -> PathBuf {
+    repo_of(sysroot)
+        .join("objects")
+        .join(&checksum[..2])
+        .join(format!("{}.commit", &checksum[2..]))
+}
+
+#[test]
+fn deploy_seeds_var_once_and_creates_missing_tmpfiles_paths() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    let accounts: &[(&str, &str)] = &[
+        ("motd", "v1\n"),
+        (
+            "passwd",
+            "root:x:0:0::/root:/bin/sh\nsvc:x:105:105::/:/bin/false\n",
+        ),
+        ("group", "root:x:0:\nsvc:x:105:\n"),
+    ];
+    make_tree(&tree, "a kernel\n", accounts);
+    write_file(&tree, "var/lib/app/shipped", b"v1\n", 0o644);
+    write_file(
+        &tree,
+        "usr/share/factory/var/lib/factory/seed",
+        b"factory\n",
+        0o644,
+    );
+    write_file(
+        &tree,
+        "usr/lib/tmpfiles.d/app.conf",
+        b"d /var/lib/svc 0750 svc svc -\nL /var/lib/link - - - - /usr/share/x\nC /var/lib/factory\nd relative\n",
+        0o644,
+    );
+    commit(&s, &tree, "testos/stable", "1.0", false);
+    let out = admin(&s)
+        .args(["deploy", "--os=testos", "testos/stable"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/usr/lib/tmpfiles.d/app.conf:4") && err.contains("not absolute"),
+        "the malformed line is named: {err}"
+    );
+    let var = s.join("ostree/deploy/testos/var");
+    assert_eq!(
+        fs::read_to_string(var.join("lib/app/shipped")).unwrap(),
+        "v1\n"
+    );
+    let md = fs::metadata(var.join("lib/svc")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o750, 105, 105));
+    assert_eq!(
+        fs::read_link(var.join("lib/link")).unwrap(),
+        Path::new("/usr/share/x")
+    );
+    assert_eq!(
+        fs::read_to_string(var.join("lib/factory/seed")).unwrap(),
+        "factory\n"
+    );
+    // What init-fs made is kept.
+    assert!(fs::symlink_metadata(var.join("run")).unwrap().is_symlink());
+
+    // The machine changes /var; the next commit ships other /var content and a new line.
+    fs::write(var.join("lib/app/shipped"), "local\n").unwrap();
+    fs::remove_file(var.join("lib/link")).unwrap();
+    make_tree(&tree, "a kernel\n", accounts);
+    write_file(&tree, "var/lib/app/shipped", b"v2\n", 0o644);
+    write_file(&tree, "var/lib/app/new-in-v2", b"v2\n", 0o644);
+    write_file(
+        &tree,
+        "usr/lib/tmpfiles.d/app.conf",
+        b"d /var/lib/svc 0700 root root -\nL /var/lib/link - - - - /usr/share/x\nd /var/lib/v2\n",
+        0o644,
+    );
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    assert_eq!(
+        fs::read_to_string(var.join("lib/app/shipped")).unwrap(),
+        "local\n",
+        "commit /var content reaches the stateroot once"
+    );
+    assert!(!var.join("lib/app/new-in-v2").exists());
+    // tmpfiles.d creates what is missing and changes nothing that exists.
+    assert!(var.join("lib/v2").is_dir());
+    assert!(
+        fs::symlink_metadata(var.join("lib/link"))
+            .unwrap()
+            .is_symlink()
+    );
+    let md = fs::metadata(var.join("lib/svc")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid()), (0o750, 105));
+    // The deployment itself still has the commit's /var, hidden at boot by the stateroot's.
+    assert_eq!(
+        fs::read_to_string(deployment_dir(&s, &format!("{c2}.0")).join("var/lib/app/shipped"))
+            .unwrap(),
+        "v2\n"
+    );
+    run_ok(ostree(&repo_of(&s)).arg("fsck"));
+}
+
+#[test]
+fn files_of_renumbered_users_get_the_machine_ids_without_touching_the_repo() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            ("motd", "v1\n"),
+            (
+                "passwd",
+                "root:x:0:0::/root:/bin/sh\nsvc:x:101:101::/:/bin/false\n",
+            ),
+            ("group", "root:x:0:\nsvc:x:101:\n"),
+        ],
+    );
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    // The machine adds alice (1000) and a file owned by 105, a number it has not given out.
+    let etc1 = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+    fs::write(
+        etc1.join("passwd"),
+        "root:x:0:0::/root:/bin/sh\nsvc:x:101:101::/:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(etc1.join("group"), "root:x:0:\nsvc:x:101:\nalice:x:1000:\n").unwrap();
+    fs::write(etc1.join("local-105"), "mine\n").unwrap();
+    std::os::unix::fs::chown(etc1.join("local-105"), Some(105), Some(105)).unwrap();
+
+    // The new build gave svc 105 and a new user msg alice's 1000.
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            ("motd", "v2\n"),
+            (
+                "passwd",
+                "root:x:0:0::/root:/bin/sh\nsvc:x:105:105::/:/bin/false\nmsg:x:1000:1000::/:/bin/false\n",
+            ),
+            ("group", "root:x:0:\nsvc:x:105:\nmsg:x:1000:\n"),
+            ("svc.conf", "svc\n"),
+        ],
+    );
+    let chown = |rel: &str, id: u32| {
+        std::os::unix::fs::lchown(tree.join(rel), Some(id), Some(id)).unwrap();
+    };
+    write_file(&tree, "usr/lib/svc/data", b"svc data\n", 0o4750);
+    write_file(&tree, "usr/lib/msg/data", b"msg data\n", 0o640);
+    std::os::unix::fs::symlink("data", tree.join("usr/lib/svc/link")).unwrap();
+    chown("usr/lib/svc/data", 105);
+    chown("usr/lib/svc/link", 105);
+    chown("usr/lib/svc", 105);
+    chown("usr/lib/msg/data", 1000);
+    chown("usr/etc/svc.conf", 105);
+    fs::set_permissions(
+        tree.join("usr/lib/svc/data"),
+        fs::Permissions::from_mode(0o4750),
+    )
+    .unwrap();
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    let out = run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    assert!(
+        out.contains("Owners changed to this machine's IDs: 5 files"),
+        "{out}"
+    );
+
+    let d2 = deployment_dir(&s, &format!("{c2}.0"));
+    let owner = |rel: &str| {
+        let md = fs::symlink_metadata(d2.join(rel)).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(owner("usr/lib/svc/data"), (101, 101));
+    assert_eq!(owner("usr/lib/svc/link"), (101, 101));
+    assert_eq!(owner("usr/lib/svc"), (101, 101));
+    assert_eq!(owner("usr/lib/msg/data"), (1001, 1001));
+    assert_eq!(owner("usr/etc/svc.conf"), (101, 101));
+    assert_eq!(owner("etc/svc.conf"), (101, 101));
+    // Local files already carry the machine's numbers and keep them.
+    assert_eq!(owner("etc/local-105"), (105, 105));
+    let md = fs::metadata(d2.join("usr/lib/svc/data")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o4750, "setuid survives the chown");
+    assert_eq!(md.nlink(), 1, "the re-owned file is a copy, not the object");
+    assert_eq!(
+        fs::read_to_string(d2.join("usr/lib/svc/data")).unwrap(),
+        "svc data\n"
+    );
+    // Unaffected files are still hardlinks to the repository.
+    assert!(fs::metadata(d2.join("usr/bin/true")).unwrap().nlink() > 1);
+    // The repository's objects keep the tree's owners: ostree's fsck re-hashes them.
+    run_ok(ostree(&repo_of(&s)).arg("fsck"));
+    assert_eq!(ostree_status(&s), treeline_status(&s));
+}
+
+#[test]
+fn staged_deployment_becomes_the_default_only_when_finalized() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let loader = fs::read_link(s.join("boot/loader")).unwrap();
+
+    make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    let out = run_ok(admin(&s).args(["deploy", "--stage", "--os=testos", "testos/stable"]));
+    assert!(out.contains("Staged testos/"), "{out}");
+    // The boot list is unchanged: ostree sees only v1, our status adds the staged one.
+    assert_eq!(fs::read_link(s.join("boot/loader")).unwrap(), loader);
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+    let st = treeline_status_json(&s);
+    let deps = st["deployments"].as_array().unwrap();
+    assert_eq!(deps.len(), 2);
+    assert_eq!(deps[0]["id"], format!("{c2}.0"));
+    assert_eq!(deps[0]["staged"], true);
+    assert_eq!(deps[0]["index"], serde_json::Value::Null);
+    assert_eq!(deps[0]["default"], false);
+    assert_eq!(deps[0]["version"], "2.0");
+    assert_eq!(deps[1]["id"], format!("{c1}.0"));
+    assert_eq!(
+        (deps[1]["default"].clone(), deps[1]["staged"].clone()),
+        (true.into(), false.into())
+    );
+    let human = run_ok(admin(&s).arg("status"));
+    assert!(
+        human.contains(&format!("testos {c2}.0 (staged)")),
+        "{human}"
+    );
+    // Cleanup keeps it.
+    run_ok(admin(&s).arg("cleanup"));
+    assert!(
+        deployment_dir(&s, &format!("{c2}.0"))
+            .join("usr/bin/true")
+            .is_file()
+    );
+
+    // /etc changes made after staging reach the new deployment when it is finalized.
+    let etc1 = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+    fs::write(etc1.join("after-staging"), "kept\n").unwrap();
+    fs::write(etc1.join("motd"), "local motd\n").unwrap();
+    let out = run_ok(admin(&s).arg("finalize-staged"));
+    assert!(out.contains(&format!("Finalized testos/{c2}.0")), "{out}");
+    let st = ostree_status(&s);
+    assert_eq!(names(&st), vec![format!("{c2}.0"), format!("{c1}.0")]);
+    assert_eq!(st, treeline_status(&s));
+    let etc2 = deployment_dir(&s, &format!("{c2}.0")).join("etc");
+    assert_eq!(
+        fs::read_to_string(etc2.join("after-staging")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(
+        fs::read_to_string(etc2.join("motd")).unwrap(),
+        "local motd\n"
+    );
+    assert!(!s.join("run/treeline/staged-deployment").exists());
+    assert_eq!(
+        run_ok(admin(&s).arg("finalize-staged")).trim(),
+        "No staged deployment"
+    );
+
+    // `upgrade --stage` of a local origin; a staged target is nothing new.
+    make_tree(&tree, "kernel 3\n", &[("motd", "v3\n")]);
+    let c3 = commit(&s, &tree, "testos/stable", "3.0", false);
+    run_ok(admin(&s).args(["upgrade", "--stage"]));
+    let out = admin(&s).args(["upgrade", "--stage"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    assert_eq!(
+        treeline_status_json(&s)["deployments"][0]["id"],
+        format!("{c3}.0")
+    );
+    assert_eq!(
+        run_ok(ostree(&repo_of(&s)).args(["rev-parse", "treeline/staged-deployment"])).trim(),
+        c3
+    );
+    // A reboot without finalizing (a fresh /run) forgets it; cleanup removes it.
+    fs::remove_dir_all(s.join("run/treeline")).unwrap();
+    let st = treeline_status(&s);
+    assert_eq!(names(&st), vec![format!("{c2}.0"), format!("{c1}.0")]);
+    run_ok(admin(&s).arg("cleanup"));
+    assert!(!deployment_dir(&s, &format!("{c3}.0")).exists());
+    let refs = run_ok(ostree(&repo_of(&s)).arg("refs"));
+    assert!(!refs.contains("treeline/staged-deployment"), "{refs}");
+    run_ok(ostree(&repo_of(&s)).arg("fsck"));
+}
+
+#[test]
+fn finalize_killed_at_any_step_leaves_a_complete_default_and_can_be_rerun() {
+    let scratch = SysrootScratch::new();
+    let mut steps = vec!["finalize-after-etc".to_owned()];
+    steps.extend(
+        sysroot_fault_steps()
+            .into_iter()
+            .filter(|s| s.starts_with("write-") || s.starts_with("cleanup-after")),
+    );
+    for step in steps {
+        let s = new_sysroot(&scratch, &format!("s-{step}"), false);
+        let tree = scratch.path().join("tree");
+        make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+        let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+        run_ok(admin(&s).args(["deploy", "testos/stable"]));
+        make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+        let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+        run_ok(admin(&s).args(["deploy", "--stage", "testos/stable"]));
+        let etc1 = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+        fs::write(etc1.join("after-staging"), "kept\n").unwrap();
+
+        let out = admin(&s)
+            .arg("finalize-staged")
+            .env("TREELINE_FAULT", &step)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{step}: the fault did not fire:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let default = assert_default_complete(&s, &step);
+        assert!(
+            default == format!("{c1}.0") || default == format!("{c2}.0"),
+            "{step}: default is {default}"
+        );
+        // Finalizing again completes it, with the change made after staging.
+        run_ok(admin(&s).arg("finalize-staged"));
+        assert_eq!(assert_default_complete(&s, &step), format!("{c2}.0"));
+        let etc2 = deployment_dir(&s, &format!("{c2}.0")).join("etc");
+        assert_eq!(
+            fs::read_to_string(etc2.join("after-staging")).unwrap(),
+            "kept\n",
+            "{step}"
+        );
+        assert!(!etc2.with_file_name(".tl-finalize-etc").exists(), "{step}");
+        assert_eq!(ostree_status(&s), treeline_status(&s), "{step}");
+        run_ok(ostree(&repo_of(&s)).arg("fsck"));
+        clear_deployment_immutable(&s);
+        force_remove(&s);
+    }
+}
+
+#[test]
+fn corrupted_or_missing_commit_fails_deploy_and_upgrade_naming_it() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "kernel 1\n", &[("motd", "v1\n")]);
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    let before = fs::read_link(s.join("boot/loader")).unwrap();
+    let unchanged = |what: &str| {
+        assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")], "{what}");
+        assert_eq!(
+            fs::read_link(s.join("boot/loader")).unwrap(),
+            before,
+            "{what}"
+        );
+        let dirs = fs::read_dir(s.join("ostree/deploy/testos/deploy"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(dirs, 1, "{what}: a deployment directory was left");
+        assert_default_complete(&s, what);
+    };
+
+    // A commit whose object has a flipped byte.
+    make_tree(&tree, "kernel 2\n", &[("motd", "v2\n")]);
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    let obj = commit_object(&s, &c2);
+    let mut bytes = fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(&obj, &bytes).unwrap();
+    for args in [
+        &["deploy", "--os=testos", "testos/stable"][..],
+        &["upgrade"][..],
+    ] {
+        let out = run_fail(admin(&s).args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&c2) && err.contains("corrupted"),
+            "{args:?}: {err}"
+        );
+        assert_ne!(out.status.code(), Some(77));
+        unchanged(&format!("{args:?} of a corrupted commit"));
+    }
+
+    // A ref to a commit whose object is gone, and a checksum the repository never had.
+    fs::remove_file(&obj).unwrap();
+    for args in [
+        &["deploy", "--os=testos", "testos/stable"][..],
+        &["upgrade"][..],
+    ] {
+        let out = run_fail(admin(&s).args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&c2) && err.contains("not found"),
+            "{args:?}: {err}"
+        );
+        unchanged(&format!("{args:?} of a missing commit"));
+    }
+    let unknown = "0123456789abcdef".repeat(4);
+    let out = run_fail(admin(&s).args(["deploy", "--os=testos", &unknown]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&unknown), "{err}");
+    unchanged("deploy of an unknown checksum");
+}
+
+#[test]
+fn finalize_units_are_valid_and_watch_the_staged_record() {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let record = format!("/{}", treeline_sysroot::staged::STAGED_RECORD);
+    let scratch = tempfile::tempdir().unwrap();
+    for unit in [
+        "treeline-finalize-staged.service",
+        "treeline-finalize-staged.path",
+    ] {
+        let text = fs::read_to_string(dist.join(unit)).unwrap();
+        assert!(text.contains(&record), "{unit} does not name {record}");
+        // systemd-analyze checks that ExecStop's binary exists: point it at ours.
+        let text = text.replace("/usr/bin/treeline", env!("CARGO_BIN_EXE_treeline"));
+        fs::write(scratch.path().join(unit), text).unwrap();
+    }
+    let service = fs::read_to_string(dist.join("treeline-finalize-staged.service")).unwrap();
+    assert!(service.contains("ExecStop=/usr/bin/treeline admin finalize-staged"));
+    run_ok(
+        tool("systemd-analyze")
+            .args([
+                "verify",
+                "./treeline-finalize-staged.service",
+                "./treeline-finalize-staged.path",
+            ])
+            .current_dir(scratch.path()),
+    );
+    let openrc = dist.join("openrc/treeline-finalize-staged");
+    let text = fs::read_to_string(&openrc).unwrap();
+    assert!(text.contains(&record) && text.contains("treeline admin finalize-staged"));
+    assert!(fs::metadata(&openrc).unwrap().mode() & 0o111 != 0);
+    run_ok(tool("sh").arg("-n").arg(&openrc));
+}
+
+#[test]
+fn finalize_refuses_when_users_added_since_staging_change_the_tree_ids() {
+    let scratch = SysrootScratch::new();
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let tree = scratch.path().join("tree");
+    let base = "root:x:0:0::/root:/bin/sh\n";
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[("motd", "v1\n"), ("passwd", base), ("group", "root:x:0:\n")],
+    );
+    let c1 = commit(&s, &tree, "testos/stable", "1.0", false);
+    run_ok(admin(&s).args(["deploy", "--os=testos", "testos/stable"]));
+    make_tree(
+        &tree,
+        "a kernel\n",
+        &[
+            ("motd", "v2\n"),
+            ("passwd", &format!("{base}msg:x:1000:1000::/:/bin/false\n")),
+            ("group", "root:x:0:\nmsg:x:1000:\n"),
+        ],
+    );
+    write_file(&tree, "usr/lib/msg/data", b"msg\n", 0o644);
+    std::os::unix::fs::chown(tree.join("usr/lib/msg/data"), Some(1000), Some(1000)).unwrap();
+    let c2 = commit(&s, &tree, "testos/stable", "2.0", false);
+    run_ok(admin(&s).args(["deploy", "--stage", "testos/stable"]));
+
+    // After staging, the machine gives 1000 to alice: msg would need another number.
+    let etc1 = deployment_dir(&s, &format!("{c1}.0")).join("etc");
+    fs::write(
+        etc1.join("passwd"),
+        format!("{base}alice:x:1000:1000::/home/alice:/bin/sh\n"),
+    )
+    .unwrap();
+    fs::write(etc1.join("group"), "root:x:0:\nalice:x:1000:\n").unwrap();
+    let out = run_fail(admin(&s).arg("finalize-staged"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{c2}.0")) && err.contains("stage it again"),
+        "{err}"
+    );
+    assert_eq!(names(&ostree_status(&s)), vec![format!("{c1}.0")]);
+    assert_default_complete(&s, "refused finalize");
+
+    // Staged again, it finalizes with msg's files on the new number.
+    run_ok(admin(&s).args(["deploy", "--stage", "testos/stable"]));
+    run_ok(admin(&s).arg("finalize-staged"));
+    let st = names(&ostree_status(&s));
+    assert_eq!(st, vec![format!("{c2}.1"), format!("{c1}.0")]);
+    let md = fs::metadata(deployment_dir(&s, &format!("{c2}.1")).join("usr/lib/msg/data")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1001, 1001));
+    assert!(!deployment_dir(&s, &format!("{c2}.0")).exists());
+}
+
+#[test]
+fn syslinux_config_follows_the_boot_entries_when_its_link_exists() {
+    let scratch = SysrootScratch::new();
+    let plain = new_sysroot(&scratch, "plain", false);
+    let s = new_sysroot(&scratch, "sysroot", false);
+    // The link image builds make (ostree's syslinux layout) turns the config on.
+    fs::create_dir_all(s.join("boot/syslinux")).unwrap();
+    std::os::unix::fs::symlink(
+        "../loader/syslinux.cfg",
+        s.join("boot/syslinux/syslinux.cfg"),
+    )
+    .unwrap();
+    let tree = scratch.path().join("tree");
+    for (kernel, version) in [("kernel 1\n", "1.0"), ("kernel 2\n", "2.0")] {
+        make_tree(&tree, kernel, &[]);
+        for root in [&plain, &s] {
+            commit(root, &tree, "testos/stable", version, false);
+            run_ok(admin(root).args(["deploy", "--os=testos", "testos/stable", "--karg=rw"]));
+        }
+    }
+    assert!(!plain.join("boot/loader/syslinux.cfg").exists());
+    // Read through the link, as extlinux does: one label per entry, newest the default.
+    let cfg = fs::read_to_string(s.join("boot/syslinux/syslinux.cfg")).unwrap();
+    assert!(cfg.contains("DEFAULT ostree-0\n"), "{cfg}");
+    for (i, version) in [(0, 2), (1, 1)] {
+        let entry =
+            fs::read_to_string(s.join(format!("boot/loader/entries/ostree-{version}-testos.conf")))
+                .unwrap();
+        let field = |k: &str| {
+            entry
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} ")))
+                .unwrap()
+                .to_owned()
+        };
+        let label = format!(
+            "LABEL ostree-{i}\n\tMENU LABEL {}\n\tKERNEL {}\n\tINITRD {}\n\tAPPEND {}\n",
+            field("title"),
+            field("linux"),
+            field("initrd"),
+            field("options")
+        );
+        assert!(cfg.contains(&label), "{label} not in\n{cfg}");
+    }
+}
+
+#[test]
+fn upgrade_check_says_what_the_upgrade_will_download() {
+    let scratch = SysrootScratch::new();
+    let server = scratch.path().join("server");
+    run_ok(ostree(&server).args(["init", "--mode=archive"]));
+    let tree = scratch.path().join("tree");
+    make_tree(&tree, "a kernel\n", &[("motd", "v1\n")]);
+    commit_to_server(&server, &tree, "testos/stable", "1.0");
+    let nginx = Nginx::start(&server, &scratch.path().join("nginx"));
+    let s = new_sysroot(&scratch, "sysroot", false);
+    let repo = repo_of(&s);
+    run_ok(ostree(&repo).args(["remote", "add", "--no-gpg-verify", "origin", &nginx.url]));
+    run_ok(tl(&repo).args(["pull", "origin", "testos/stable"]));
+    run_ok(admin(&s).args(["deploy", "--os=testos", "origin:testos/stable"]));
+    let check = |s: &Path| -> serde_json::Value {
+        serde_json::from_str(&run_ok(admin(s).args(["upgrade", "--check", "--json"]))).unwrap()
+    };
+    let file_objects = |repo: &Path| {
+        run_ok(
+            tool("find")
+                .arg(repo.join("objects"))
+                .args(["-name", "*.file"]),
+        )
+        .lines()
+        .count()
+    };
+
+    // No static delta: the count of content objects, and the upgrade fetches exactly those.
+    make_tree(
+        &tree,
+        "a second kernel\n",
+        &[("motd", "v2\n"), ("issue", "new\n")],
+    );
+    let c2 = commit_to_server(&server, &tree, "testos/stable", "2.0");
+    let files = file_objects(&repo);
+    let v = check(&s);
+    let dl = &v["download"];
+    assert_eq!(dl["commit"], c2.as_str(), "{v}");
+    assert!(dl["delta"].is_null(), "{v}");
+    let n = dl["objects"].as_u64().unwrap();
+    assert!(n >= 3, "{v}");
+    assert_eq!(
+        file_objects(&repo),
+        files,
+        "--check fetched content objects"
+    );
+    let out = run_ok(admin(&s).args(["upgrade", "--check"]));
+    assert!(
+        out.contains(&format!("Will download {n} object(s)")),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(admin(&s).args(["upgrade", "--json"]))).unwrap();
+    assert_eq!(v["objects_fetched"].as_u64(), Some(n), "{v}");
+
+    // With ostree's static delta from the deployed commit: its exact size.
+    make_tree(&tree, "a third kernel\n", &[("motd", "v3\n")]);
+    let c3 = commit_to_server(&server, &tree, "testos/stable", "3.0");
+    run_ok(ostree(&server).args([
+        "static-delta",
+        "generate",
+        &format!("--from={c2}"),
+        &format!("--to={c3}"),
+    ]));
+    run_ok(ostree(&server).args(["summary", "-u"]));
+    let delta_files: u64 = run_ok(
+        tool("find")
+            .arg(server.join("deltas"))
+            .args(["-type", "f", "-printf", "%s\n"]),
+    )
+    .lines()
+    .map(|l| l.parse::<u64>().unwrap())
+    .sum();
+    let v = check(&s);
+    let dl = &v["download"];
+    assert_eq!(dl["delta"]["name"], format!("{c2}-{c3}"), "{v}");
+    assert_eq!(
+        dl["download_bytes"].as_u64(),
+        Some(delta_files + dl["delta"]["fallback_bytes"].as_u64().unwrap()),
+        "{v}"
+    );
+    let out = run_ok(admin(&s).args(["upgrade", "--check"]));
+    assert!(
+        out.contains("Will download") && out.contains("static delta"),
+        "{out}"
+    );
+    assert_eq!(
+        run_ok(ostree(&repo).args(["rev-parse", "origin:testos/stable"])).trim(),
+        c2
+    );
     clear_deployment_immutable(&s);
 }

@@ -24,6 +24,15 @@ pub fn tl(repo: &Path) -> Command {
     c
 }
 
+/// `treeline admin --sysroot=S ...`, with the test-controlled variables cleared.
+pub fn admin(sysroot: &Path) -> Command {
+    let mut c = treeline();
+    c.env_remove("TREELINE_FAULT").env_remove("OSTREE_REPO");
+    c.arg("admin")
+        .arg(format!("--sysroot={}", sysroot.display()));
+    c
+}
+
 /// The real ostree on a repository.
 pub fn ostree(repo: &Path) -> Command {
     let mut c = tool("ostree");
@@ -356,6 +365,55 @@ pub fn debian_package(name: &str) -> PathBuf {
     find().unwrap_or_else(|| panic!("apt-get download {name} left no .deb in {}", dir.display()))
 }
 
+/// The kernel of Debian's `linux-image-amd64` (the versioned package it depends on, from
+/// the host's apt sources), unpacked with its module index (`depmod`) under
+/// [`test_cache`]. Returns the tree (modules in `lib/modules/KVER`, the kernel in
+/// `boot/vmlinuz-KVER`) and the kernel version.
+pub fn debian_kernel() -> (PathBuf, String) {
+    let deps = run_ok(tool("apt-cache").args(["depends", "linux-image-amd64"]));
+    let pkg = deps
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .filter(|p| p.starts_with("linux-image-"))
+        .unwrap_or_else(|| panic!("linux-image-amd64 depends on no linux-image-*:\n{deps}"))
+        .to_owned();
+    let kver = pkg["linux-image-".len()..].to_owned();
+    let deb = debian_package(&pkg);
+    let kernels = test_cache().join("kernels");
+    fs::create_dir_all(&kernels).unwrap();
+    let dir = kernels.join(deb.file_stem().unwrap());
+    if !dir.exists() {
+        // Unpack beside and rename, so a concurrent or killed test never sees half a tree.
+        let tmp = tempfile::tempdir_in(&kernels).unwrap();
+        run_ok(tool("dpkg-deb").arg("-x").arg(&deb).arg(tmp.path()));
+        run_ok(tool("depmod").arg("-b").arg(tmp.path()).arg(&kver));
+        let tmp = tmp.keep();
+        if fs::rename(&tmp, &dir).is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+    }
+    (dir, kver)
+}
+
+/// The statically linked treeline-boot: `$TREELINE_BOOT_STATIC`, else where the build
+/// step of `.ci/run` and README puts it. Missing is a failure, never a skip.
+pub fn static_boot() -> PathBuf {
+    let p = std::env::var_os("TREELINE_BOOT_STATIC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-gnu/debug/treeline-boot")
+        });
+    assert!(
+        p.is_file(),
+        "static treeline-boot not found at {} (build it first: RUSTFLAGS='-C \
+         target-feature=+crt-static' cargo build -p treeline-boot --target \
+         x86_64-unknown-linux-gnu, or set TREELINE_BOOT_STATIC)",
+        p.display()
+    );
+    p
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -572,4 +630,33 @@ pub fn alpine_keys(scratch: &Path) -> PathBuf {
             .arg("./etc/apk/keys"),
     );
     scratch.join("etc/apk/keys")
+}
+
+/// Checks out a composed commit into `dest` and makes it look like a deployment does
+/// after its first boot: `/etc` is a copy of `/usr/etc` (as `admin deploy` makes it) and
+/// `/var` is created by the real `systemd-tmpfiles --create --root` from the tree's
+/// `usr/lib/tmpfiles.d/treeline-var.conf` (as systemd does at boot). The result can be
+/// entered with `chroot`.
+pub fn deployment_root(repo: &Path, commit: &str, dest: &Path) {
+    run_ok(
+        ostree(repo)
+            .args(["checkout", "--force-copy", commit])
+            .arg(dest),
+    );
+    assert!(
+        !dest.join("etc").exists(),
+        "a composed commit has no /etc, only /usr/etc"
+    );
+    run_ok(
+        tool("cp")
+            .arg("-a")
+            .arg(dest.join("usr/etc"))
+            .arg(dest.join("etc")),
+    );
+    run_ok(
+        tool("systemd-tmpfiles")
+            .arg("--create")
+            .arg(format!("--root={}", dest.display()))
+            .arg(dest.join("usr/lib/tmpfiles.d/treeline-var.conf")),
+    );
 }

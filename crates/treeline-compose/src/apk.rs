@@ -492,6 +492,41 @@ impl Database {
     }
 }
 
+/// Drops file entries (`usr/lib/libssl.so.3`) from the installed database at `root`.
+///
+/// The usr merge collapses an Alpine 3.19 compatibility symlink such as
+/// `usr/lib/libssl.so.3 -> ../../lib/libssl.so.3` into the file it pointed at; the
+/// database keeps the file under `lib/`, which now reaches the same place, and forgets
+/// the symlink, so `apk audit` finds the tree as recorded.
+pub fn forget_files(root: &Path, paths: &[String]) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let db = root.join("lib/apk/db/installed");
+    let text = std::fs::read_to_string(&db).map_err(io_err(&db))?;
+    let mut out = String::with_capacity(text.len());
+    let mut dir = "";
+    let mut skipping = false;
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("F:") {
+            dir = d;
+            skipping = false;
+        } else if let Some(name) = line.strip_prefix("R:") {
+            skipping = paths.iter().any(|p| *p == format!("{dir}/{name}"));
+        } else if !(line.starts_with("a:") || line.starts_with("Z:")) {
+            skipping = false;
+        }
+        if line.is_empty() {
+            dir = "";
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    crate::features::replace_file(&db, out.as_bytes(), 0o644)
+}
+
 fn mkdirs(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(io_err(path))
 }

@@ -10,7 +10,9 @@
 //!    copying checkout of its commit, owner names resolved in the target, its
 //!    post-install script; then the triggers ([`apk`] and [`script`]);
 //! 5. write the **package database** the real apk reads ([`apk::Database`]);
-//! 6. **commit** the root on the treefile's ref, with the previous commit as parent, or
+//! 6. **finish** the root: hostname, files, users and groups, timezone, services,
+//!    post-process scripts ([`features`]), then the OSTree layout ([`layout`]);
+//! 7. **commit** the root on the treefile's ref, with the previous commit as parent, or
 //!    no commit at all when tree and metadata are unchanged.
 //!
 //! ```no_run
@@ -28,8 +30,11 @@
 #![forbid(unsafe_code)]
 
 pub mod apk;
+pub mod features;
+pub mod layout;
 pub mod script;
 pub mod treefile;
+pub mod version;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,7 +54,8 @@ use treefile::Treefile;
 pub mod keys {
     /// `s`: the treefile's version (the OSTree convention).
     pub const VERSION: &str = "version";
-    /// `as`: every installed package as `name-version`, sorted by name.
+    /// `a(ss)`: every installed package as (name, version), sorted by name. (Commits
+    /// of earlier treeline versions hold `as` of apk `name-version` strings.)
     pub const PACKAGES: &str = "treeline.packages";
     /// `as`: what the treefile requested (the world).
     pub const REQUESTED: &str = "treeline.requested";
@@ -95,9 +101,17 @@ pub enum Error {
         /// What is missing or wrong.
         message: String,
     },
-    /// A maintainer script failed.
+    /// A maintainer or post-process script failed.
     #[error(transparent)]
     Script(#[from] script::Error),
+    /// A treefile setting or the OSTree layout cannot be applied to the tree.
+    #[error("{what}: {message}")]
+    Tree {
+        /// The setting (`timezone Europe/Nowhere`, `service sshd`, `layout`).
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Shorthand for results of this crate.
@@ -192,56 +206,129 @@ pub enum Outcome {
         commit: Checksum,
         /// Its parent (the ref's previous commit).
         parent: Option<Checksum>,
-        /// The installed packages, `name-version`.
-        packages: Vec<String>,
+        /// The installed packages, sorted by name.
+        packages: Vec<Package>,
         /// Package changes against the parent (everything is added without one).
         changes: PackageChanges,
     },
 }
 
-/// How two package lists (`name-version`, as [`keys::PACKAGES`] holds them) differ.
+/// One installed package, as [`keys::PACKAGES`] holds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Package {
+    /// Name.
+    pub name: String,
+    /// Version, in the family's own syntax (`1.36.1-r15`, `1:2.36-9+deb12u4`).
+    pub version: String,
+}
+
+impl fmt::Display for Package {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
+    }
+}
+
+/// A package whose version differs between two lists.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Changed {
+    /// Name.
+    pub name: String,
+    /// Version in the old list.
+    pub old: String,
+    /// Version in the new list.
+    pub new: String,
+}
+
+/// How two package lists differ.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PackageChanges {
-    /// `name-version` of packages only in the new list.
-    pub added: Vec<String>,
-    /// `name-version` of packages only in the old list.
-    pub removed: Vec<String>,
-    /// `(name, old version, new version)`.
-    pub changed: Vec<(String, String, String)>,
+    /// Packages only in the new list.
+    pub added: Vec<Package>,
+    /// Packages only in the old list.
+    pub removed: Vec<Package>,
+    /// Packages in both with different versions.
+    pub changed: Vec<Changed>,
 }
 
 impl PackageChanges {
-    /// Compares two lists of apk `name-version` strings (the version is the last two
-    /// `-`-separated parts: `1.36.1-r15`).
-    pub fn between(old: &[String], new: &[String]) -> PackageChanges {
-        fn split(s: &str) -> (&str, &str) {
-            let mut it = s.rmatch_indices('-');
-            match (it.next(), it.next()) {
-                (Some(_), Some((i, _))) => (&s[..i], &s[i + 1..]),
-                _ => (s, ""),
-            }
-        }
-        let old: BTreeMap<&str, &str> = old.iter().map(|s| split(s)).collect();
-        let new: BTreeMap<&str, &str> = new.iter().map(|s| split(s)).collect();
+    /// Compares two package lists, by name.
+    pub fn between(old: &[Package], new: &[Package]) -> PackageChanges {
+        let index = |l: &[Package]| -> BTreeMap<String, String> {
+            l.iter()
+                .map(|p| (p.name.clone(), p.version.clone()))
+                .collect()
+        };
+        let (old, new) = (index(old), index(new));
         let mut changes = PackageChanges::default();
         for (name, version) in &new {
             match old.get(name) {
-                None => changes.added.push(format!("{name}-{version}")),
-                Some(o) if o != version => changes.changed.push((
-                    (*name).to_owned(),
-                    (*o).to_owned(),
-                    (*version).to_owned(),
-                )),
+                None => changes.added.push(Package {
+                    name: name.clone(),
+                    version: version.clone(),
+                }),
+                Some(o) if o != version => changes.changed.push(Changed {
+                    name: name.clone(),
+                    old: o.clone(),
+                    new: version.clone(),
+                }),
                 Some(_) => {}
             }
         }
         for (name, version) in &old {
             if !new.contains_key(name) {
-                changes.removed.push(format!("{name}-{version}"));
+                changes.removed.push(Package {
+                    name: name.clone(),
+                    version: version.clone(),
+                });
             }
         }
         changes
     }
+
+    /// Whether the lists are the same.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The package list of a commit's metadata: `a(ss)`, or the `as` of `name-version`
+/// strings earlier (Alpine-only) treeline versions wrote; `None` without the key.
+pub fn packages_of(metadata: &treeline_store::variant::Metadata) -> Option<Vec<Package>> {
+    let v = metadata.get(keys::PACKAGES)?;
+    if let Some(pairs) = v.as_string_pairs() {
+        return Some(
+            pairs
+                .into_iter()
+                .map(|(name, version)| Package { name, version })
+                .collect(),
+        );
+    }
+    // apk `name-version`: the version is the last two `-`-separated parts (`1.36.1-r15`).
+    let split = |s: String| {
+        let mut it = s.rmatch_indices('-');
+        match (it.next(), it.next()) {
+            (Some(_), Some((i, _))) => Package {
+                name: s[..i].to_owned(),
+                version: s[i + 1..].to_owned(),
+            },
+            _ => Package {
+                name: s,
+                version: String::new(),
+            },
+        }
+    };
+    Some(v.as_strv()?.into_iter().map(split).collect())
+}
+
+/// The packages of a composed commit.
+pub fn commit_packages(repo: &Repo, commit: &Checksum) -> Result<Vec<Package>> {
+    let c = repo
+        .load_commit(commit)
+        .map_err(store_err(format!("loading {}", commit.to_hex())))?;
+    packages_of(&c.metadata).ok_or_else(|| Error::Tree {
+        what: format!("commit {}", commit.to_hex()),
+        message: format!("no {} metadata: not a composed commit", keys::PACKAGES),
+    })
 }
 
 /// Solves the treefile's packages against its repositories.
@@ -261,7 +348,7 @@ pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
             })
         })
         .collect();
-    let request = Request::from_apk_world(&tf.packages.join(" "))
+    let request = Request::from_apk_world(&tf.request_atoms().join(" "))
         .map_err(|e| packages_err(treeline_pkg::Error::Solve(e)))?;
     let rt = pipeline::runtime().map_err(|e| packages_err(e.into()))?;
     let fetcher = pipeline::fetcher().map_err(|e| packages_err(e.into()))?;
@@ -394,10 +481,17 @@ fn assemble_and_commit(
     }
     db.write(root, tf)?;
     finish_root(root, tf)?;
+    let id = format!("{:?}", tf.distribution).to_lowercase();
+    let fallback_os_release = format!("ID={id}\nPRETTY_NAME=\"{}\"\n", tf.ref_name);
+    let applied = layout::apply(root, tf.kernel.as_deref(), &fallback_os_release)?;
+    apk::forget_files(root, &applied.collapsed_links)?;
 
-    let mut installed: Vec<String> = packages
+    let mut installed: Vec<Package> = packages
         .iter()
-        .map(|p| format!("{}-{}", p.name, p.version))
+        .map(|p| Package {
+            name: p.name.clone(),
+            version: p.version.clone(),
+        })
         .collect();
     installed.sort();
     commit_root(repo, tf, opts, root, packages, installed)
@@ -419,7 +513,8 @@ fn unpack_base(base: &Path, root: &Path) -> Result<()> {
     archive.unpack(root).map_err(io_err(base))
 }
 
-/// Hostname and the treefile's extra files.
+/// The treefile's settings, in order: hostname, extra files, groups and users,
+/// timezone, services, post-process scripts.
 fn finish_root(root: &Path, tf: &Treefile) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(h) = &tf.hostname {
@@ -444,7 +539,12 @@ fn finish_root(root: &Path, tf: &Treefile) -> Result<()> {
                 .map_err(io_err(&dest))?;
         }
     }
-    Ok(())
+    features::apply_users(root, tf)?;
+    if let Some(zone) = &tf.timezone {
+        features::apply_timezone(root, zone)?;
+    }
+    features::enable_services(root, tf)?;
+    features::run_postprocess(root, tf, &tf.ref_name)
 }
 
 /// The commit timestamp: `SOURCE_DATE_EPOCH` when set, else the newest package build
@@ -474,7 +574,7 @@ fn commit_root(
     opts: &ComposeOptions,
     root: &Path,
     packages: &[&PackageMeta],
-    installed: Vec<String>,
+    installed: Vec<Package>,
 ) -> Result<Outcome> {
     use treeline_store::builder::{CommitModifier, CommitOptions, tree_from_dir, write_commit};
     use treeline_store::variant::{Metadata, Value};
@@ -490,10 +590,37 @@ fn commit_root(
         .iter()
         .map(|(k, v)| (k.clone(), Value::string(v)))
         .collect();
-    if let Some(v) = &tf.version {
+    let parent_commit = match &parent {
+        Some(p) => Some(
+            repo.load_commit(p)
+                .map_err(store_err(format!("loading {}", p.to_hex())))?,
+        ),
+        None => None,
+    };
+    let parent_version = parent_commit
+        .as_ref()
+        .and_then(|c| c.metadata.get(keys::VERSION))
+        .and_then(|v| v.as_str());
+    let template = tf
+        .version
+        .as_deref()
+        .map(version::Template::parse)
+        .transpose()
+        .map_err(|message| Error::Tree {
+            what: "version".to_owned(),
+            message,
+        })?;
+    let version = template
+        .as_ref()
+        .map(|t| t.expand(version::build_epoch(), parent_version.as_deref()));
+    if let Some(v) = &version {
         values.insert(keys::VERSION.to_owned(), Value::string(v));
     }
-    values.insert(keys::PACKAGES.to_owned(), Value::strv(&installed));
+    let pairs: Vec<(&str, &str)> = installed
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .collect();
+    values.insert(keys::PACKAGES.to_owned(), Value::string_pairs(&pairs));
     let mut requested = tf.packages.clone();
     requested.sort();
     values.insert(keys::REQUESTED.to_owned(), Value::strv(&requested));
@@ -511,18 +638,26 @@ fn commit_root(
         .write(&txn)
         .map_err(store_err("writing the composed tree"))?;
 
-    if let Some(p) = &parent
+    if let (Some(p), Some(prev)) = (&parent, &parent_commit)
         && !opts.force
     {
-        let prev = repo
-            .load_commit(p)
-            .map_err(store_err(format!("loading {}", p.to_hex())))?;
-        if (prev.root_tree, prev.root_meta) == written && prev.metadata == metadata {
+        // A templated version changes with the day or counter, not with the tree: it
+        // does not count as a change.
+        let comparable = |m: &Metadata| {
+            let mut m = m.clone();
+            if template.as_ref().is_some_and(|t| t.is_dynamic()) {
+                m.remove(keys::VERSION);
+            }
+            m
+        };
+        if (prev.root_tree, prev.root_meta) == written
+            && comparable(&prev.metadata) == comparable(&metadata)
+        {
             // Dropping the transaction discards what it staged.
             return Ok(Outcome::Unchanged { commit: *p });
         }
     }
-    let subject = match &tf.version {
+    let subject = match &version {
         Some(v) => format!("{} {v}", tf.ref_name),
         None => tf.ref_name.clone(),
     };
@@ -533,16 +668,10 @@ fn commit_root(
         parent,
         timestamp: commit_timestamp(packages),
     };
-    let previous = match &parent {
-        Some(p) => repo
-            .load_commit(p)
-            .map_err(store_err(format!("loading {}", p.to_hex())))?
-            .metadata
-            .get(keys::PACKAGES)
-            .and_then(|v| v.as_strv())
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let previous = parent_commit
+        .as_ref()
+        .and_then(|c| packages_of(&c.metadata))
+        .unwrap_or_default();
     let changes = PackageChanges::between(&previous, &installed);
     let commit = write_commit(&txn, written, &options).map_err(store_err("writing the commit"))?;
     txn.commit().map_err(store_err("syncing the commit"))?;
@@ -560,25 +689,56 @@ fn commit_root(
 mod tests {
     use super::*;
 
+    fn pkg(name: &str, version: &str) -> Package {
+        Package {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        }
+    }
+
     #[test]
     fn package_changes_name_added_removed_and_upgraded_packages() {
         let old = [
-            "busybox-1.36.1-r15",
-            "openssh-server-9.6_p1-r0",
-            "zlib-1.3-r0",
-        ]
-        .map(String::from);
-        let new = ["busybox-1.36.1-r16", "chrony-4.5-r0", "zlib-1.3-r0"].map(String::from);
+            pkg("busybox", "1.36.1-r15"),
+            pkg("openssh-server", "9.6_p1-r0"),
+            pkg("zlib", "1.3-r0"),
+        ];
+        let new = [
+            pkg("busybox", "1.36.1-r16"),
+            pkg("chrony", "4.5-r0"),
+            pkg("zlib", "1.3-r0"),
+        ];
         let c = PackageChanges::between(&old, &new);
-        assert_eq!(c.added, ["chrony-4.5-r0"]);
-        assert_eq!(c.removed, ["openssh-server-9.6_p1-r0"]);
+        assert_eq!(c.added, [pkg("chrony", "4.5-r0")]);
+        assert_eq!(c.removed, [pkg("openssh-server", "9.6_p1-r0")]);
         assert_eq!(
             c.changed,
-            [(
-                "busybox".to_owned(),
-                "1.36.1-r15".to_owned(),
-                "1.36.1-r16".to_owned()
-            )]
+            [Changed {
+                name: "busybox".to_owned(),
+                old: "1.36.1-r15".to_owned(),
+                new: "1.36.1-r16".to_owned(),
+            }]
         );
+    }
+
+    #[test]
+    fn package_lists_read_both_metadata_forms() {
+        use treeline_store::variant::{Metadata, Value};
+        let mut m = Metadata::new();
+        m.insert(
+            keys::PACKAGES,
+            Value::string_pairs(&[("libc6", "2.36-9+deb12u4"), ("x-y", "1-2")]),
+        );
+        assert_eq!(
+            packages_of(&m).unwrap(),
+            [pkg("libc6", "2.36-9+deb12u4"), pkg("x-y", "1-2")]
+        );
+        let mut legacy = Metadata::new();
+        legacy.insert(keys::PACKAGES, Value::strv(&["openssh-server-9.6_p1-r0"]));
+        assert_eq!(
+            packages_of(&legacy).unwrap(),
+            [pkg("openssh-server", "9.6_p1-r0")]
+        );
+        assert!(packages_of(&Metadata::new()).is_none());
     }
 }

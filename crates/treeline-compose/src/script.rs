@@ -101,18 +101,39 @@ impl Sandbox {
         script: &[u8],
         args: &[String],
     ) -> Result<(), Error> {
+        let name = format!("{}.{action}", pkg.label());
+        self.run_script(
+            root,
+            &pkg.label(),
+            action,
+            &format!("/lib/apk/exec/{name}"),
+            script,
+            args,
+        )
+    }
+
+    /// Runs `script` in the sandbox, written to `inside` (an absolute path in the root,
+    /// removed afterwards); `owner` and `action` name it in errors.
+    pub fn run_script(
+        &self,
+        root: &Path,
+        owner: &str,
+        action: &str,
+        inside: &str,
+        script: &[u8],
+        args: &[String],
+    ) -> Result<(), Error> {
         let io = |error| Error::Io {
-            package: pkg.label(),
+            package: owner.to_owned(),
             script: action.to_owned(),
             error,
         };
-        let exec_dir = root.join("lib/apk/exec");
-        std::fs::create_dir_all(&exec_dir).map_err(io)?;
-        let name = format!("{}.{action}", pkg.label());
-        let host_path = exec_dir.join(&name);
+        let host_path = root.join(inside.trim_start_matches('/'));
+        if let Some(dir) = host_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         std::fs::write(&host_path, script).map_err(io)?;
         std::fs::set_permissions(&host_path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
-        let inside = format!("/lib/apk/exec/{name}");
         let mut cmd = match self {
             Sandbox::Bwrap(bwrap) => {
                 let mut c = Command::new(bwrap);
@@ -122,12 +143,12 @@ impl Sandbox {
                     .args(["--dev", "/dev", "--proc", "/proc"])
                     .args(["--unshare-net", "--unshare-ipc", "--unshare-uts"])
                     .args(["--unshare-pid", "--die-with-parent", "--chdir", "/"])
-                    .arg(&inside);
+                    .arg(inside);
                 c
             }
             Sandbox::Chroot => {
                 let mut c = Command::new("chroot");
-                c.arg(root).arg(&inside);
+                c.arg(root).arg(inside);
                 c
             }
         };
@@ -150,7 +171,7 @@ impl Sandbox {
             .nth(2000)
             .map_or(text, |(i, _)| &text[i..]);
         Err(Error::Failed {
-            package: pkg.label(),
+            package: owner.to_owned(),
             script: action.to_owned(),
             status: output.status,
             output: tail.to_owned(),

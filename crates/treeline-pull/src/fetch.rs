@@ -1,8 +1,8 @@
 //! Fetching files from a remote repository: HTTP(S) with bounded retries, or `file://`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -21,6 +21,15 @@ pub struct Stats {
     pub objects: AtomicU64,
 }
 
+/// Where [`Fetcher::get_small_or_to_file`] put a body.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Small: the bytes.
+    Memory(Vec<u8>),
+    /// Written to the destination file.
+    File,
+}
+
 /// Fetches paths below a base URL.
 #[derive(Clone)]
 pub struct Fetcher {
@@ -31,22 +40,102 @@ pub struct Fetcher {
 }
 
 fn tls_config() -> Result<rustls::ClientConfig> {
-    // Our own root store: reqwest's default verifier fails outright on machines without a
-    // CA bundle (minimal containers, initramfs), even for plain-HTTP remotes.
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(LazyRootsVerifier {
+        provider: Arc::clone(&provider),
+        inner: OnceLock::new(),
+    });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Network {
             url: String::new(),
             message: format!("TLS setup: {e}"),
         })?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// The standard WebPKI verifier over the system's CA certificates, loaded at the first TLS
+/// handshake: reading the CA directory costs ~100 ms, which a plain-HTTP pull (the common
+/// case on a LAN or loopback) should not pay. Our own root store, not reqwest's default:
+/// that one fails outright on machines without a CA bundle (minimal containers,
+/// initramfs), even for plain-HTTP remotes.
+#[derive(Debug)]
+struct LazyRootsVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    inner: OnceLock<std::result::Result<Arc<rustls::client::WebPkiServerVerifier>, String>>,
+}
+
+impl LazyRootsVerifier {
+    fn get(
+        &self,
+    ) -> std::result::Result<&Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        self.inner
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&self.provider),
+                )
+                .build()
+                .map_err(|e| format!("no usable CA certificates on this system: {e}"))
+            })
+            .as_ref()
+            .map_err(|m| rustls::Error::General(m.clone()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyRootsVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.get()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn retryable_status(s: u16) -> bool {
@@ -138,7 +227,21 @@ impl Fetcher {
     ) -> std::result::Result<Option<Vec<u8>>, (Error, bool)> {
         let resp = self.send(url).await?;
         let Some(resp) = resp else { return Ok(None) };
-        let mut body = Vec::new();
+        self.read_body(url, resp, max_size).await.map(Some)
+    }
+
+    async fn read_body(
+        &self,
+        url: &str,
+        resp: reqwest::Response,
+        max_size: u64,
+    ) -> std::result::Result<Vec<u8>, (Error, bool)> {
+        let mut body = Vec::with_capacity(
+            resp.content_length()
+                .unwrap_or(0)
+                .min(max_size)
+                .min(1 << 20) as usize,
+        );
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| net_err(url, e))?;
@@ -156,7 +259,7 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Some(body))
+        Ok(body)
     }
 
     async fn send(
@@ -184,6 +287,42 @@ impl Fetcher {
         }
     }
 
+    /// GET `path` below `base`: into memory when the server says it is at most
+    /// `in_memory_limit` bytes long, else streamed into `dest` as [`Self::get_to_file`]
+    /// does. Small objects then cost no temporary file.
+    pub async fn get_small_or_to_file(
+        &self,
+        base: &str,
+        path: &str,
+        dest: &Path,
+        in_memory_limit: u64,
+    ) -> Result<Fetched> {
+        let url = Self::url(base, path);
+        if url.starts_with("file://") {
+            return self
+                .get_to_file(base, path, dest, false)
+                .await
+                .map(|_| Fetched::File);
+        }
+        self.with_retries(&url, false, || async {
+            let Some(resp) = self.send(&url).await? else {
+                return Ok(None);
+            };
+            match resp.content_length() {
+                Some(n) if n <= in_memory_limit => self
+                    .read_body(&url, resp, in_memory_limit)
+                    .await
+                    .map(|b| Some(Fetched::Memory(b))),
+                _ => self
+                    .body_to_file(&url, resp, dest, &|_| {})
+                    .await
+                    .map(|_| Some(Fetched::File)),
+            }
+        })
+        .await?
+        .ok_or(Error::Http { url, status: 404 })
+    }
+
     /// GET `path` below `base`, streaming the body into `dest` (created or truncated).
     /// Returns the byte count, `None` for a 404 when `optional`.
     pub async fn get_to_file(
@@ -193,10 +332,26 @@ impl Fetcher {
         dest: &Path,
         optional: bool,
     ) -> Result<Option<u64>> {
+        self.get_to_file_watched(base, path, dest, optional, &|_| {})
+            .await
+    }
+
+    /// [`Self::get_to_file`], telling `written` how many bytes of `dest` are written and
+    /// readable so far: 0 when an attempt (re)creates the file, then the count after each
+    /// flushed MiB and at the end. Lets a reader consume the file while it downloads.
+    pub async fn get_to_file_watched(
+        &self,
+        base: &str,
+        path: &str,
+        dest: &Path,
+        optional: bool,
+        written: &(dyn Fn(u64) + Sync),
+    ) -> Result<Option<u64>> {
         let url = Self::url(base, path);
         if let Some(p) = url.strip_prefix("file://") {
             return match tokio::fs::copy(p, dest).await {
                 Ok(n) => {
+                    written(n);
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
                     self.stats.bytes.fetch_add(n, Ordering::Relaxed);
                     Ok(Some(n))
@@ -211,7 +366,7 @@ impl Fetcher {
                 }),
             };
         }
-        self.with_retries(&url, optional, || self.try_get_to_file(&url, dest))
+        self.with_retries(&url, optional, || self.try_get_to_file(&url, dest, written))
             .await
     }
 
@@ -219,10 +374,21 @@ impl Fetcher {
         &self,
         url: &str,
         dest: &Path,
+        written: &(dyn Fn(u64) + Sync),
     ) -> std::result::Result<Option<u64>, (Error, bool)> {
         let Some(resp) = self.send(url).await? else {
             return Ok(None);
         };
+        self.body_to_file(url, resp, dest, written).await.map(Some)
+    }
+
+    async fn body_to_file(
+        &self,
+        url: &str,
+        resp: reqwest::Response,
+        dest: &Path,
+        written: &(dyn Fn(u64) + Sync),
+    ) -> std::result::Result<u64, (Error, bool)> {
         let io = |e: std::io::Error| {
             (
                 Error::Network {
@@ -232,8 +398,10 @@ impl Fetcher {
                 false,
             )
         };
+        written(0);
         let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
         let mut n = 0u64;
+        let mut flushed = 0u64;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| net_err(url, e))?;
@@ -242,9 +410,15 @@ impl Fetcher {
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             n += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(io)?;
+            if n - flushed >= 1 << 20 {
+                file.flush().await.map_err(io)?;
+                flushed = n;
+                written(n);
+            }
         }
         file.flush().await.map_err(io)?;
-        Ok(Some(n))
+        written(n);
+        Ok(n)
     }
 }
 

@@ -8,7 +8,7 @@ pub mod local;
 pub mod pull;
 pub mod remote;
 
-pub use pull::{PullOptions, PullReport, pull};
+pub use pull::{DeltaPlan, PullOptions, PullPlan, PullReport, TargetPlan, plan, pull};
 pub use remote::Remote;
 
 /// Errors from remotes and pulls.

@@ -18,12 +18,16 @@ use treeline_store::summary::Summary;
 use treeline_store::variant::{Metadata, Value};
 use treeline_store::{Checksum, ObjectName, ObjectType, Repo, Transaction};
 
-use crate::fetch::Fetcher;
+use crate::fetch::{Fetched, Fetcher};
 use crate::remote::Remote;
 use crate::{Error, Result};
 
 /// Largest metadata object accepted when the summary gives no size.
 const MAX_METADATA_SIZE: u64 = 128 << 20;
+/// Content objects up to this size are downloaded into memory rather than to a temporary
+/// file (most of a distribution's files are this small). With the writers' queue of 64
+/// and `max_parallel` in flight this bounds such buffers to a few MiB.
+const IN_MEMORY_OBJECT_LIMIT: u64 = 64 << 10;
 /// Largest summary accepted.
 const MAX_SUMMARY_SIZE: u64 = 64 << 20;
 
@@ -87,6 +91,68 @@ pub struct PullReport {
     pub deltas: Vec<String>,
 }
 
+/// What a pull would download (from [`plan`]).
+#[derive(Clone, Debug, Default)]
+pub struct PullPlan {
+    /// One entry per target, in the order asked for.
+    pub targets: Vec<TargetPlan>,
+    /// Requests the planning itself sent.
+    pub requests: u64,
+    /// Bytes the planning itself received (summary, commits, superblocks, and without a
+    /// delta the tree's dirtrees and dirmetas, which are kept for the pull).
+    pub bytes: u64,
+}
+
+/// What a pull of one ref or commit would download.
+#[derive(Clone, Debug)]
+pub struct TargetPlan {
+    /// The ref, if pulled by ref.
+    pub ref_name: Option<String>,
+    /// The commit it resolves to.
+    pub commit: Checksum,
+    /// The commit and its whole tree are stored already: nothing to download.
+    pub complete: bool,
+    /// The static delta the pull would apply.
+    pub delta: Option<DeltaPlan>,
+    /// Objects fetched one by one: a delta's fallback objects, or without a delta the
+    /// missing content objects.
+    pub objects: u64,
+    /// Bytes to download: exact with a delta (superblock, parts and fallbacks) or when
+    /// nothing is missing; `None` when loose objects' sizes are unknown (an archive
+    /// repository lists no sizes; learning them would cost a request per object).
+    pub download_bytes: Option<u64>,
+}
+
+/// The static delta a pull would use, with sizes from its superblock.
+#[derive(Clone, Debug)]
+pub struct DeltaPlan {
+    /// `FROM-TO` (or `TO` for a from-scratch delta), as ostree names it.
+    pub name: String,
+    /// The commit it starts from.
+    pub from: Option<Checksum>,
+    /// The superblock's length.
+    pub superblock_bytes: u64,
+    /// Parts still to fetch (parts whose objects are all stored, and inline parts, are
+    /// not fetched).
+    pub parts: usize,
+    /// Their compressed size.
+    pub part_bytes: u64,
+    /// Their uncompressed size.
+    pub unpacked_bytes: u64,
+    /// Fallback objects still to fetch.
+    pub fallback_objects: u64,
+    /// Their size, as the superblock lists it.
+    pub fallback_bytes: u64,
+}
+
+/// A downloaded content object on its way to the writer threads.
+enum Downloaded {
+    /// Streamed to this temporary file.
+    File(std::path::PathBuf),
+    /// Small enough to keep in memory.
+    Memory(Vec<u8>),
+}
+
 struct Target {
     /// Ref to write, if pulled by ref.
     ref_name: Option<String>,
@@ -100,38 +166,14 @@ pub fn pull(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PullReport> {
-    if remote.gpg_verify && !remote.sign_verify {
-        return Err(Error::Remote {
-            remote: remote.name.clone(),
-            message: "gpg-verify is enabled but GPG verification is not supported; use ed25519 (`--sign-verify`) or add the remote with --no-gpg-verify".into(),
-        });
-    }
+    refuse_gpg(remote)?;
     let keys = remote.public_keys()?;
     let fetcher = Fetcher::new(opts.retries, opts.timeout)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Network {
-            url: remote.url.clone(),
-            message: format!("cannot start the async runtime: {e}"),
-        })?;
+    let runtime = runtime_for(remote)?;
     let txn = repo.begin()?;
-    let ctx = Ctx {
-        repo,
-        txn: &txn,
-        remote,
-        opts,
-        keys,
-        fetcher: fetcher.clone(),
-        progress,
-        failed: AtomicBool::new(false),
-        writer_error: Mutex::new(None),
-        stored: AtomicU64::new(0),
-        deltas_used: Mutex::new(Vec::new()),
-    };
+    let ctx = Ctx::new(repo, &txn, remote, opts, keys, fetcher.clone(), progress);
     let targets = std::thread::scope(|scope| -> Result<Vec<Target>> {
-        let (tx, rx) = mpsc::sync_channel::<(ObjectName, std::path::PathBuf)>(64);
+        let (tx, rx) = mpsc::sync_channel::<(ObjectName, Downloaded)>(64);
         let rx = Arc::new(Mutex::new(rx));
         let ctx = &ctx;
         for _ in 0..2 {
@@ -153,10 +195,9 @@ pub fn pull(
     txn.commit()?;
     let mut report = PullReport::default();
     for t in &targets {
-        if !opts.commit_metadata_only
-            && repo.has_commit(&t.commit)
-            && treeline_store::builder::commit_is_complete(repo, &t.commit)?
-        {
+        // The scan fetched everything missing below each target (or the commit had no
+        // partial marker, so it was complete already): no second walk is needed.
+        if !opts.commit_metadata_only {
             remove_partial(repo, &t.commit)?;
         }
         if let Some(name) = &t.ref_name {
@@ -176,6 +217,58 @@ pub fn pull(
     Ok(report)
 }
 
+fn refuse_gpg(remote: &Remote) -> Result<()> {
+    if remote.gpg_verify && !remote.sign_verify {
+        return Err(Error::Remote {
+            remote: remote.name.clone(),
+            message: "gpg-verify is enabled but GPG verification is not supported; use ed25519 (`--sign-verify`) or add the remote with --no-gpg-verify".into(),
+        });
+    }
+    Ok(())
+}
+
+fn runtime_for(remote: &Remote) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Network {
+            url: remote.url.clone(),
+            message: format!("cannot start the async runtime: {e}"),
+        })
+}
+
+/// Work out what pulling `opts.refs` from `remote` would download, without fetching any
+/// content object: the summary and the target commits are fetched (and verified, as a
+/// pull would); with a static delta from a local commit, the sizes come from its
+/// superblock; without one, the commit's dirtrees and dirmetas are fetched and kept in
+/// the repository (a later pull reuses them) and the missing content objects counted.
+/// Refs are not touched. Only the target commits are planned, not history (`depth`).
+pub fn plan(repo: &Repo, remote: &Remote, opts: &PullOptions) -> Result<PullPlan> {
+    refuse_gpg(remote)?;
+    let keys = remote.public_keys()?;
+    let fetcher = Fetcher::new(opts.retries, opts.timeout)?;
+    let runtime = runtime_for(remote)?;
+    let txn = repo.begin()?;
+    let ctx = Ctx::new(
+        repo,
+        &txn,
+        remote,
+        opts,
+        keys,
+        fetcher.clone(),
+        &treeline_store::progress::NoProgress,
+    );
+    let targets = runtime.block_on(ctx.plan())?;
+    drop(ctx);
+    txn.commit()?;
+    Ok(PullPlan {
+        targets,
+        requests: fetcher.stats.requests.load(Ordering::Relaxed),
+        bytes: fetcher.stats.bytes.load(Ordering::Relaxed),
+    })
+}
+
 fn poisoned() -> Error {
     Error::Network {
         url: String::new(),
@@ -193,6 +286,119 @@ fn remove_partial(repo: &Repo, c: &Checksum) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(treeline_store::Error::Io { path: p, error: e }.into()),
+    }
+}
+
+/// A delta part being downloaded to a file, readable while it downloads.
+struct PartDownload {
+    path: std::path::PathBuf,
+    state: Mutex<PartState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct PartState {
+    /// Bytes of the file written and flushed by the current attempt.
+    written: u64,
+    /// Set once the download succeeded or failed for good.
+    done: Option<std::result::Result<(), String>>,
+}
+
+impl PartDownload {
+    fn new(path: std::path::PathBuf) -> Self {
+        PartDownload {
+            path,
+            state: Mutex::new(PartState::default()),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PartState)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s);
+        }
+        self.changed.notify_all();
+    }
+
+    fn written(&self, n: u64) {
+        self.update(|s| s.written = n);
+    }
+
+    fn finish(&self, r: std::result::Result<(), String>) {
+        self.update(|s| s.done = Some(r));
+    }
+
+    fn reader(&self, index: usize) -> PartReader<'_> {
+        PartReader {
+            part: self,
+            index,
+            file: None,
+            pos: 0,
+        }
+    }
+}
+
+/// Reads a part file as far as its download has written it, waiting for more until the
+/// download ends. A retried download rewrites the file from the start with the same bytes
+/// (the part's checksum, checked as it is read, catches any that differ).
+struct PartReader<'a> {
+    part: &'a PartDownload,
+    index: usize,
+    file: Option<std::fs::File>,
+    pos: u64,
+}
+
+impl std::io::Read for PartReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let (written, done) = {
+                let mut s = self
+                    .part
+                    .state
+                    .lock()
+                    .map_err(|_| std::io::Error::other("a download thread panicked"))?;
+                while s.written <= self.pos && s.done.is_none() {
+                    s = self
+                        .part
+                        .changed
+                        .wait(s)
+                        .map_err(|_| std::io::Error::other("a download thread panicked"))?;
+                }
+                (s.written, s.done.clone())
+            };
+            if written > self.pos {
+                if self.file.is_none() {
+                    self.file = Some(std::fs::File::open(&self.part.path)?);
+                }
+                let Some(file) = &self.file else {
+                    continue;
+                };
+                let want = buf
+                    .len()
+                    .min(usize::try_from(written - self.pos).unwrap_or(usize::MAX));
+                let n = file.read_at(&mut buf[..want], self.pos)?;
+                if n > 0 {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                // Truncated by a retry that has not rewritten this far yet.
+                if done.is_none() {
+                    continue;
+                }
+            }
+            return match done {
+                Some(Ok(())) => Ok(0),
+                Some(Err(m)) => Err(std::io::Error::other(format!(
+                    "downloading static delta part {}: {m}",
+                    self.index
+                ))),
+                None => continue,
+            };
+        }
     }
 }
 
@@ -219,21 +425,137 @@ struct Ctx<'a> {
     deltas_used: Mutex<Vec<String>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(
+        repo: &'a Repo,
+        txn: &'a Transaction<'a>,
+        remote: &'a Remote,
+        opts: &'a PullOptions,
+        keys: PublicKeys,
+        fetcher: Fetcher,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        Ctx {
+            repo,
+            txn,
+            remote,
+            opts,
+            keys,
+            fetcher,
+            progress,
+            failed: AtomicBool::new(false),
+            writer_error: Mutex::new(None),
+            stored: AtomicU64::new(0),
+            deltas_used: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What a pull of each target would download (see [`plan`]).
+    async fn plan(&self) -> Result<Vec<TargetPlan>> {
+        let summary = self.fetch_summary().await?;
+        self.check_remote_mode().await?;
+        let targets = self.resolve_targets(summary.as_ref()).await?;
+        let mut out = Vec::new();
+        let mut queued: HashSet<ObjectName> = HashSet::new();
+        for t in &targets {
+            let mut p = TargetPlan {
+                ref_name: t.ref_name.clone(),
+                commit: t.commit,
+                complete: self.is_complete(&t.commit),
+                delta: None,
+                objects: 0,
+                download_bytes: Some(0),
+            };
+            if p.complete || self.opts.commit_metadata_only {
+                out.push(p);
+                continue;
+            }
+            if self.use_deltas()
+                && let Some((name, sum)) = self.choose_delta(summary.as_ref(), t).await?
+            {
+                let (bytes, sb) = self.fetch_superblock(&name, &sum).await?;
+                let needed: Vec<&delta::PartHeader> = sb
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, h)| {
+                        sb.inline_part(*i).is_none()
+                            && !h.objects.iter().all(|o| self.txn.has_object(o))
+                    })
+                    .map(|(_, h)| h)
+                    .collect();
+                let fallbacks: Vec<&delta::Fallback> = sb
+                    .fallbacks
+                    .iter()
+                    .filter(|f| !self.txn.has_object(&f.object))
+                    .collect();
+                let d = DeltaPlan {
+                    name: name.to_string(),
+                    from: name.from,
+                    superblock_bytes: bytes.len() as u64,
+                    parts: needed.len(),
+                    part_bytes: needed.iter().map(|h| h.size).sum(),
+                    unpacked_bytes: needed.iter().map(|h| h.usize).sum(),
+                    fallback_objects: fallbacks.len() as u64,
+                    fallback_bytes: fallbacks.iter().map(|f| f.size).sum(),
+                };
+                p.objects = d.fallback_objects;
+                p.download_bytes = Some(d.superblock_bytes + d.part_bytes + d.fallback_bytes);
+                p.delta = Some(d);
+                out.push(p);
+                continue;
+            }
+            let max = summary
+                .as_ref()
+                .and_then(|s| s.refs.iter().find(|r| r.checksum == t.commit))
+                .map(|r| r.commit_size)
+                .unwrap_or(MAX_METADATA_SIZE);
+            let Some((commit, _)) = self
+                .ensure_commit(&t.commit, t.ref_name.as_deref(), max, false)
+                .await?
+            else {
+                return Err(Error::Remote {
+                    remote: self.remote.name.clone(),
+                    message: format!("the remote has no commit {}", t.commit),
+                });
+            };
+            let mut files = Vec::new();
+            let base = self.local_ref_commit(t)?.filter(|c| self.is_complete(c));
+            self.scan_tree(&commit, base, &mut files, &mut queued)
+                .await?;
+            p.objects = files.len() as u64;
+            // Archive objects' sizes are known only per object (a HEAD each); not worth a
+            // request per object just to print a number.
+            p.download_bytes = files.is_empty().then_some(0);
+            out.push(p);
+        }
+        Ok(out)
+    }
+
     /// Verify and store downloaded content objects (runs on plain threads: it is CPU and
     /// disk work).
-    fn store_loop(&self, rx: &Mutex<mpsc::Receiver<(ObjectName, std::path::PathBuf)>>) {
+    fn store_loop(&self, rx: &Mutex<mpsc::Receiver<(ObjectName, Downloaded)>>) {
         loop {
             let next = match rx.lock() {
                 Ok(r) => r.recv(),
                 Err(_) => return,
             };
-            let Ok((name, path)) = next else { return };
-            if self.failed.load(Ordering::Relaxed) {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            match self.txn.write_archived_content(&path, &name.checksum) {
+            let Ok((name, downloaded)) = next else {
+                return;
+            };
+            let stored = match downloaded {
+                _ if self.failed.load(Ordering::Relaxed) => {
+                    if let Downloaded::File(path) = downloaded {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                Downloaded::File(path) => self.txn.write_archived_content(&path, &name.checksum),
+                Downloaded::Memory(bytes) => self
+                    .txn
+                    .write_archived_content_bytes(&bytes, &name.checksum),
+            };
+            match stored {
                 Ok(()) => {
                     self.stored.fetch_add(1, Ordering::Relaxed);
                     self.progress.advance(1, 0);
@@ -257,10 +579,7 @@ impl Ctx<'_> {
         }
     }
 
-    async fn run(
-        &self,
-        tx: mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
-    ) -> Result<Vec<Target>> {
+    async fn run(&self, tx: mpsc::SyncSender<(ObjectName, Downloaded)>) -> Result<Vec<Target>> {
         let summary = self.fetch_summary().await?;
         self.check_remote_mode().await?;
         let targets = self.resolve_targets(summary.as_ref()).await?;
@@ -274,13 +593,20 @@ impl Ctx<'_> {
                 .map(|r| r.commit_size)
                 .unwrap_or(MAX_METADATA_SIZE);
             let mut via_delta = false;
+            // A complete local commit whose unchanged subtrees the tree scan can skip:
+            // the delta's FROM, else what the ref points at here.
+            let mut base = None;
             if self.use_deltas()
                 && !self.is_complete(&t.commit)
-                && let Some(fallbacks) = self.try_delta(summary.as_ref(), t, &tx).await?
+                && let Some((from, fallbacks)) = self.try_delta(summary.as_ref(), t, &tx).await?
             {
                 // Fetched (or being stored) already: the tree scan must not queue them.
                 queued.extend(fallbacks);
                 via_delta = true;
+                base = from;
+            }
+            if base.is_none() {
+                base = self.local_ref_commit(t)?.filter(|c| self.is_complete(c));
             }
             if self.opts.require_static_deltas && !via_delta && !self.is_complete(&t.commit) {
                 return Err(Error::Remote {
@@ -314,7 +640,8 @@ impl Ctx<'_> {
                 if !self.opts.commit_metadata_only
                     && (fetched || applied || self.repo.is_partial(&c))
                 {
-                    self.scan_tree(&loaded, &mut files, &mut queued).await?;
+                    self.scan_tree(&loaded, base, &mut files, &mut queued)
+                        .await?;
                 }
                 first = false;
                 if remaining == 0 {
@@ -396,23 +723,41 @@ impl Ctx<'_> {
         &self,
         summary: Option<&Summary>,
         t: &Target,
-        tx: &mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
-    ) -> Result<Option<Vec<ObjectName>>> {
+        tx: &mpsc::SyncSender<(ObjectName, Downloaded)>,
+    ) -> Result<Option<(Option<Checksum>, Vec<ObjectName>)>> {
+        let Some((name, sum)) = self.choose_delta(summary, t).await? else {
+            return Ok(None);
+        };
+        self.apply_delta(&name, &sum, t.ref_name.as_deref(), tx)
+            .await
+            .map(|fallbacks| Some((name.from, fallbacks)))
+    }
+
+    /// The commit the target's ref points at locally (`REMOTE:REF`, or `REF` with
+    /// `mirror`).
+    fn local_ref_commit(&self, t: &Target) -> Result<Option<Checksum>> {
+        let Some(r) = &t.ref_name else {
+            return Ok(None);
+        };
+        let spec = if self.opts.mirror {
+            RefSpec::parse(r)?
+        } else {
+            RefSpec::parse(&format!("{}:{r}", self.remote.name))?
+        };
+        Ok(self.repo.read_ref(&spec)?)
+    }
+
+    /// The delta a pull of `t` would use, with its superblock's checksum.
+    async fn choose_delta(
+        &self,
+        summary: Option<&Summary>,
+        t: &Target,
+    ) -> Result<Option<(DeltaName, Checksum)>> {
         let deltas = self.deltas_to(summary, &t.commit).await?;
         if deltas.is_empty() {
             return Ok(None);
         }
-        let local_ref = match &t.ref_name {
-            Some(r) => {
-                let spec = if self.opts.mirror {
-                    RefSpec::parse(r)?
-                } else {
-                    RefSpec::parse(&format!("{}:{r}", self.remote.name))?
-                };
-                self.repo.read_ref(&spec)?
-            }
-            None => None,
-        };
+        let local_ref = self.local_ref_commit(t)?;
         let mut candidates: Vec<(u64, &(DeltaName, Checksum))> = deltas
             .iter()
             .filter_map(|d| match d.0.from {
@@ -436,18 +781,16 @@ impl Ctx<'_> {
             },
             None => return Ok(None),
         };
-        self.apply_delta(&chosen.0, &chosen.1, t.ref_name.as_deref(), tx)
-            .await
-            .map(Some)
+        Ok(Some(*chosen))
     }
 
-    async fn apply_delta(
+    /// A delta's superblock file, checked against the checksum the remote lists, and
+    /// parsed.
+    async fn fetch_superblock(
         &self,
         name: &DeltaName,
         superblock_sum: &Checksum,
-        ref_name: Option<&str>,
-        tx: &mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
-    ) -> Result<Vec<ObjectName>> {
+    ) -> Result<(Vec<u8>, delta::Superblock)> {
         let base = &self.remote.content_url;
         let sb_path = format!("{}/superblock", name.relpath());
         let url = format!("{}/{sb_path}", base.trim_end_matches('/'));
@@ -466,9 +809,26 @@ impl Ctx<'_> {
             });
         }
         let (sb, _) = delta::parse_superblock_file(&bytes).map_err(|e| Error::BadReply {
-            url: url.clone(),
+            url,
             message: e.to_string(),
         })?;
+        Ok((bytes, sb))
+    }
+
+    async fn apply_delta(
+        &self,
+        name: &DeltaName,
+        superblock_sum: &Checksum,
+        ref_name: Option<&str>,
+        tx: &mpsc::SyncSender<(ObjectName, Downloaded)>,
+    ) -> Result<Vec<ObjectName>> {
+        let base = &self.remote.content_url;
+        let url = format!(
+            "{}/{}/superblock",
+            base.trim_end_matches('/'),
+            name.relpath()
+        );
+        let (bytes, sb) = self.fetch_superblock(name, superblock_sum).await?;
         // Verify the commit it carries before anything of it is written.
         let commit_bytes = sb.commit.to_bytes();
         if self.remote.sign_verify {
@@ -496,7 +856,8 @@ impl Ctx<'_> {
                 ),
             });
         }
-        // Fetch the parts not already satisfied, in parallel, to files.
+        // The parts not already satisfied are downloaded to files (a few at once) while
+        // they are applied: each part is decompressed and applied as its bytes arrive.
         let needed: Vec<usize> = sb
             .parts
             .iter()
@@ -506,66 +867,80 @@ impl Ctx<'_> {
             })
             .map(|(i, _)| i)
             .collect();
-        let fetched: Vec<Result<(usize, std::path::PathBuf)>> = stream::iter(needed)
-            .map(|i| async move {
-                let path = self.txn.temp_path(&format!("delta-part-{i}"));
-                self.fetcher
-                    .get_to_file(base, &name.part_relpath(i), &path, false)
-                    .await?;
-                Ok((i, path))
+        let parts: std::collections::HashMap<usize, PartDownload> = needed
+            .iter()
+            .map(|&i| {
+                (
+                    i,
+                    PartDownload::new(self.txn.temp_path(&format!("delta-part-{i}"))),
+                )
             })
-            .buffer_unordered(self.opts.max_parallel.min(4))
-            .collect()
-            .await;
-        let mut parts = std::collections::HashMap::new();
-        for f in fetched {
-            let (i, p) = f?;
-            parts.insert(i, p);
-        }
+            .collect();
         write_file_atomic(&partial_path(self.repo, &name.to), b"")?;
-        // The fallback objects are fetched (and stored by the writer threads) while the
-        // parts are applied, on a thread of their own driving the runtime.
+        // The fallback objects are fetched (and stored by the writer threads) meanwhile too.
         let fallbacks: Vec<ObjectName> = sb
             .fallbacks
             .iter()
             .map(|f| f.object)
             .filter(|o| !self.txn.has_object(o))
             .collect();
+        let download_parts = stream::iter(needed)
+            .map(|i| {
+                let part = &parts[&i];
+                async move {
+                    let r = self
+                        .fetcher
+                        .get_to_file_watched(base, &name.part_relpath(i), &part.path, false, &|n| {
+                            part.written(n)
+                        })
+                        .await
+                        .map(drop);
+                    part.finish(r.as_ref().map(|_| ()).map_err(ToString::to_string));
+                    r
+                }
+            })
+            .buffer_unordered(self.opts.max_parallel.min(4))
+            .collect::<Vec<Result<()>>>();
         let runtime = tokio::runtime::Handle::current();
         let (report, fetched) = tokio::task::block_in_place(|| {
             std::thread::scope(|scope| {
-                let fetching = scope
-                    .spawn(|| runtime.block_on(self.fetch_files(fallbacks.clone(), tx.clone())));
+                let fetching = scope.spawn(|| {
+                    runtime.block_on(async {
+                        let (parts, fallbacks) = futures_util::future::join(
+                            download_parts,
+                            self.fetch_files(fallbacks.clone(), tx.clone()),
+                        )
+                        .await;
+                        // A failed download is the error to report, not what the
+                        // part's reader made of it.
+                        parts.into_iter().collect::<Result<()>>().and(fallbacks)
+                    })
+                });
                 let report = delta::apply(self.txn, &bytes, |i| {
-                    let p = parts
-                        .get(&i)
-                        .ok_or_else(|| treeline_store::Error::InvalidObject {
+                    parts.get(&i).map(|p| p.reader(i)).ok_or_else(|| {
+                        treeline_store::Error::InvalidObject {
                             object: format!("static delta part {i}"),
                             reason: "was not fetched".into(),
-                        })?;
-                    std::fs::File::open(p).map_err(|e| treeline_store::Error::Io {
-                        path: p.clone(),
-                        error: e,
+                        }
                     })
                 });
                 let fetched = fetching.join().unwrap_or_else(|_| {
                     Err(Error::Network {
                         url: base.clone(),
-                        message: "the fallback fetching thread panicked".into(),
+                        message: "the fetching thread panicked".into(),
                     })
                 });
                 (report, fetched)
             })
         });
+        for p in parts.values() {
+            let _ = std::fs::remove_file(&p.path);
+        }
+        fetched?;
         let report = report.map_err(|e| Error::BadReply {
             url: format!("{}/{}", base.trim_end_matches('/'), name.relpath()),
             message: e.to_string(),
-        });
-        for p in parts.values() {
-            let _ = std::fs::remove_file(p);
-        }
-        let report = report?;
-        fetched?;
+        })?;
         if let Some(m) = sb.detached_metadata() {
             self.repo.write_commitmeta(&name.to, &m)?;
         }
@@ -786,19 +1161,36 @@ impl Ctx<'_> {
     }
 
     /// Walk a commit's tree level by level, fetching missing dirtrees and dirmetas in
-    /// parallel, and collect the content objects that are missing.
+    /// parallel, and collect the content objects that are missing. Subdirectories equal
+    /// (same dirtree and dirmeta) to the same path in `base`, a complete local commit,
+    /// are complete too and not walked: after a delta, or for an update that changed a
+    /// few directories, only those are read.
     async fn scan_tree(
         &self,
         commit: &Commit,
+        base: Option<Checksum>,
         files: &mut Vec<ObjectName>,
         queued: &mut HashSet<ObjectName>,
     ) -> Result<()> {
-        let mut level = vec![(commit.root_tree, commit.root_meta)];
+        // A base that cannot be read is no help, not an error: the full walk still works.
+        let base_root = match base.and_then(|b| self.repo.load_commit(&b).ok()) {
+            Some(c) if (c.root_tree, c.root_meta) == (commit.root_tree, commit.root_meta) => {
+                return Ok(());
+            }
+            Some(c) => Some(c.root_tree),
+            None => None,
+        };
+        // (dirtree, dirmeta, the dirtree at the same path in `base`)
+        let mut level = vec![(commit.root_tree, commit.root_meta, base_root)];
         let mut seen_trees = HashSet::new();
         while !level.is_empty() {
+            let mut base_of = std::collections::HashMap::new();
             let fetches: Vec<ObjectName> = level
                 .iter()
-                .flat_map(|(t, m)| {
+                .flat_map(|(t, m, b)| {
+                    if let Some(b) = b {
+                        base_of.insert(*t, *b);
+                    }
                     [
                         ObjectName::new(*t, ObjectType::DirTree),
                         ObjectName::new(*m, ObjectType::DirMeta),
@@ -827,7 +1219,22 @@ impl Ctx<'_> {
                         files.push(fname);
                     }
                 }
-                next.extend(tree.dirs.iter().map(|(_, t, m)| (*t, *m)));
+                // The base's subdirectories by name (a local, complete dirtree).
+                let base_dirs: std::collections::HashMap<String, (Checksum, Checksum)> =
+                    match base_of
+                        .get(&name.checksum)
+                        .map(|b| self.repo.load_dirtree(b))
+                    {
+                        Some(Ok(b)) => b.dirs.into_iter().map(|(n, t, m)| (n, (t, m))).collect(),
+                        _ => Default::default(),
+                    };
+                for (n, t, m) in &tree.dirs {
+                    match base_dirs.get(n) {
+                        Some(&(bt, bm)) if (bt, bm) == (*t, *m) => {}
+                        Some(&(bt, _)) => next.push((*t, *m, Some(bt))),
+                        None => next.push((*t, *m, None)),
+                    }
+                }
             }
             level = next;
         }
@@ -882,7 +1289,7 @@ impl Ctx<'_> {
     async fn fetch_files(
         &self,
         files: Vec<ObjectName>,
-        tx: mpsc::SyncSender<(ObjectName, std::path::PathBuf)>,
+        tx: mpsc::SyncSender<(ObjectName, Downloaded)>,
     ) -> Result<()> {
         let counter = AtomicU64::new(0);
         let results: Vec<Result<()>> = stream::iter(files)
@@ -896,12 +1303,21 @@ impl Ctx<'_> {
                     let path = self.txn.temp_path(&format!("pull-{n}"));
                     match self
                         .fetcher
-                        .get_to_file(&self.remote.content_url, &object_path(&name), &path, false)
+                        .get_small_or_to_file(
+                            &self.remote.content_url,
+                            &object_path(&name),
+                            &path,
+                            IN_MEMORY_OBJECT_LIMIT,
+                        )
                         .await
                     {
-                        Ok(_) => {
+                        Ok(fetched) => {
+                            let downloaded = match fetched {
+                                Fetched::Memory(b) => Downloaded::Memory(b),
+                                Fetched::File => Downloaded::File(path),
+                            };
                             // The writer threads verify and store it (or delete it).
-                            let _ = tokio::task::block_in_place(|| tx.send((name, path)));
+                            let _ = tokio::task::block_in_place(|| tx.send((name, downloaded)));
                             Ok(())
                         }
                         Err(e) => {

@@ -19,6 +19,8 @@ pub const STEPS: &[&str] = &[
     "cleanup-after-boot-versions",
     "cleanup-during-deployments",
     "cleanup-before-prune",
+    // treeline-sysroot: finalizing a staged deployment (then the write- steps).
+    "finalize-after-etc",
 ];
 
 /// Abort here if `TREELINE_FAULT` names this step.

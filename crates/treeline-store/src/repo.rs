@@ -356,6 +356,7 @@ impl Repo {
         Ok(Transaction {
             repo: self,
             staging,
+            made_dirs: Default::default(),
             _staging_handle: staging_handle,
             _lock: lock,
         })
@@ -617,6 +618,8 @@ pub fn content_checksum(header: &FileHeader, content: &mut dyn Read) -> std::io:
 pub struct Transaction<'r> {
     repo: &'r Repo,
     staging: PathBuf,
+    /// Staging subdirectories made so far (one `mkdir` each, not one per object).
+    made_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     _staging_handle: File,
     _lock: RepoLock,
 }
@@ -659,7 +662,13 @@ impl<'r> Transaction<'r> {
     fn staged_path(&self, name: &ObjectName) -> Result<PathBuf> {
         let p = self.staging.join(loose_relpath(self.repo.mode, name));
         if let Some(dir) = p.parent() {
-            fs::create_dir_all(dir).at(dir)?;
+            let known = self.made_dirs.lock().is_ok_and(|d| d.contains(dir));
+            if !known {
+                fs::create_dir_all(dir).at(dir)?;
+                if let Ok(mut d) = self.made_dirs.lock() {
+                    d.insert(dir.to_path_buf());
+                }
+            }
         }
         Ok(p)
     }
@@ -867,6 +876,30 @@ impl<'r> Transaction<'r> {
         result
     }
 
+    /// Store a content object from a whole `.filez` held in memory (a small download),
+    /// verified against `expected` as [`Self::write_archived_content`] does. Archive
+    /// repositories keep the `.filez` itself, so there it goes through a file.
+    pub fn write_archived_content_bytes(&self, filez: &[u8], expected: &Checksum) -> Result<()> {
+        let name = ObjectName::new(*expected, ObjectType::File);
+        if self.repo.mode == RepoMode::Archive {
+            let tmp = self.tempfile()?;
+            let (mut file, path) = tmp.keep().map_err(|e| Error::Io {
+                path: self.staging.clone(),
+                error: e.error,
+            })?;
+            file.write_all(filez).at(&path)?;
+            drop(file);
+            return self.write_archived_content(&path, expected);
+        }
+        let mut rest = filez;
+        let (header, size) = read_filez_header(&mut rest, &name)?;
+        if header.is_symlink() {
+            return self.write_content_expecting(&header, size, &mut std::io::empty(), expected);
+        }
+        let mut content = DeflateDecoder::new(rest).take(size);
+        self.write_content_expecting(&header, size, &mut content, expected)
+    }
+
     fn write_symlink(&self, header: &FileHeader) -> Result<Checksum> {
         let c = ContentHasher::new(header).finish();
         let name = ObjectName::new(c, ObjectType::File);
@@ -944,6 +977,17 @@ fn check_expected(actual: &Checksum, expected: Option<&Checksum>) -> Result<()> 
 fn open_filez(path: &Path, name: &ObjectName) -> Result<(FileHeader, u64, ContentReader)> {
     let file = File::open(path).at(path)?;
     let mut r = BufReader::new(file);
+    let (header, size) = read_filez_header(&mut r, name)?;
+    let reader = if header.is_symlink() {
+        ContentReader::Empty
+    } else {
+        ContentReader::Deflate(Box::new(DeflateDecoder::new(r).take(size)))
+    };
+    Ok((header, size, reader))
+}
+
+/// A `.filez` object's header and content size, read from its start.
+fn read_filez_header(r: &mut impl Read, name: &ObjectName) -> Result<(FileHeader, u64)> {
     let mut prefix = [0u8; 8];
     r.read_exact(&mut prefix)
         .map_err(|_| invalid(name, "truncated header".into()))?;
@@ -954,13 +998,7 @@ fn open_filez(path: &Path, name: &ObjectName) -> Result<(FileHeader, u64, Conten
     let mut hbytes = vec![0u8; hlen];
     r.read_exact(&mut hbytes)
         .map_err(|_| invalid(name, "truncated header".into()))?;
-    let (header, size) = FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(name, e))?;
-    let reader = if header.is_symlink() {
-        ContentReader::Empty
-    } else {
-        ContentReader::Deflate(Box::new(DeflateDecoder::new(r).take(size)))
-    };
-    Ok((header, size, reader))
+    FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(name, e))
 }
 
 fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {

@@ -32,6 +32,15 @@ impl Value {
         Value::encode("as", |w| gv!("as").serialize(&v, w))
     }
 
+    /// An array of string pairs (`a(ss)`), e.g. package name and version.
+    pub fn string_pairs<S: AsRef<str>>(items: &[(S, S)]) -> Self {
+        let v: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(a, b)| (a.as_ref(), b.as_ref()))
+            .collect();
+        Value::encode("a(ss)", |w| gv!("a(ss)").serialize(&v, w))
+    }
+
     /// A byte string (`ay`).
     pub fn bytes(b: &[u8]) -> Self {
         Value {
@@ -100,6 +109,24 @@ impl Value {
                 .cast(buf.as_ref())
                 .iter()
                 .map(|s| s.to_str().to_owned())
+                .collect(),
+        )
+    }
+
+    /// The value as a list of string pairs (`a(ss)`), if it is one.
+    pub fn as_string_pairs(&self) -> Option<Vec<(String, String)>> {
+        if self.type_str != "a(ss)" {
+            return None;
+        }
+        let buf = copy_to_align(&self.data);
+        Some(
+            gv!("a(ss)")
+                .cast(buf.as_ref())
+                .iter()
+                .map(|p| {
+                    let (a, b) = p.to_tuple();
+                    (a.to_str().to_owned(), b.to_str().to_owned())
+                })
                 .collect(),
         )
     }
@@ -229,7 +256,8 @@ enum Ty {
     Variant,
     Array(Box<Ty>),
     Maybe(Box<Ty>),
-    Tuple(Vec<Ty>),
+    /// Members, and whether it is a dict entry (`{…}`) rather than a tuple.
+    Tuple(Vec<Ty>, bool),
 }
 
 fn parse_type(s: &[u8]) -> Option<(Ty, &[u8])> {
@@ -251,7 +279,7 @@ fn parse_type(s: &[u8]) -> Option<(Ty, &[u8])> {
                     if c == b'{' && members.len() != 2 {
                         return None;
                     }
-                    return Some((Ty::Tuple(members), r));
+                    return Some((Ty::Tuple(members, c == b'{'), r));
                 }
                 let (t, r) = parse_type(rest)?;
                 members.push(t);
@@ -269,7 +297,7 @@ fn alignment(ty: &Ty) -> usize {
         Ty::Basic(b'x' | b't' | b'd') | Ty::Variant => 8,
         Ty::Basic(_) => 1,
         Ty::Array(t) | Ty::Maybe(t) => alignment(t),
-        Ty::Tuple(m) => m.iter().map(alignment).max().unwrap_or(1),
+        Ty::Tuple(m, _) => m.iter().map(alignment).max().unwrap_or(1),
     }
 }
 
@@ -279,7 +307,7 @@ fn fixed_size(ty: &Ty) -> Option<usize> {
         Ty::Basic(b'n' | b'q') => Some(2),
         Ty::Basic(b'i' | b'u' | b'h') => Some(4),
         Ty::Basic(b'x' | b't' | b'd') => Some(8),
-        Ty::Tuple(m) => {
+        Ty::Tuple(m, _) => {
             let mut pos = 0usize;
             for t in m {
                 let a = alignment(t);
@@ -341,7 +369,7 @@ fn children<'a>(ty: &Ty, data: &'a [u8]) -> Vec<&'a [u8]> {
                     .collect()
             }
         },
-        Ty::Tuple(members) => {
+        Ty::Tuple(members, _) => {
             let w = offset_width(data.len());
             let mut pos = 0usize;
             let mut offsets_used = 0usize;
@@ -445,8 +473,7 @@ fn print_value(ty: &Ty, data: &[u8], out: &mut String) {
             );
         }
         Ty::Array(elem) => {
-            let is_dict =
-                matches!(&**elem, Ty::Tuple(m) if m.len() == 2) && matches!(&**elem, Ty::Tuple(_));
+            let is_dict = matches!(&**elem, Ty::Tuple(m, true) if m.len() == 2);
             let items = children(ty, data);
             out.push(if is_dict { '{' } else { '[' });
             for (i, item) in items.iter().enumerate() {
@@ -454,7 +481,7 @@ fn print_value(ty: &Ty, data: &[u8], out: &mut String) {
                     out.push_str(", ");
                 }
                 match (&**elem, is_dict) {
-                    (Ty::Tuple(m), true) => {
+                    (Ty::Tuple(m, _), true) => {
                         let kv = children(elem, item);
                         print_value(&m[0], kv.first().copied().unwrap_or(&[]), out);
                         out.push_str(": ");
@@ -465,7 +492,7 @@ fn print_value(ty: &Ty, data: &[u8], out: &mut String) {
             }
             out.push(if is_dict { '}' } else { ']' });
         }
-        Ty::Tuple(members) => {
+        Ty::Tuple(members, _) => {
             out.push('(');
             for (i, (t, d)) in members.iter().zip(children(ty, data)).enumerate() {
                 if i > 0 {
@@ -506,6 +533,25 @@ mod tests {
         let mut inner = Metadata::new();
         inner.insert("k", Value::string("v"));
         assert_eq!(Value::dict(&inner).to_text(), "{'k': <'v'>}");
+        assert_eq!(
+            Value::string_pairs(&[("a", "1-2"), ("b-c", "3")]).to_text(),
+            "[('a', '1-2'), ('b-c', '3')]"
+        );
+    }
+
+    #[test]
+    fn string_pairs_roundtrip() {
+        let pairs = vec![
+            ("libc6".to_owned(), "2.36-9+deb12u4".to_owned()),
+            ("zlib".to_owned(), "1.3-r0".to_owned()),
+        ];
+        let v = Value::string_pairs(&pairs);
+        assert_eq!(v.type_str, "a(ss)");
+        assert_eq!(v.as_string_pairs().unwrap(), pairs);
+        assert_eq!(
+            Value::string_pairs::<&str>(&[]).as_string_pairs().unwrap(),
+            []
+        );
     }
 
     #[test]

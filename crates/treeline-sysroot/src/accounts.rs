@@ -10,7 +10,7 @@
 //! member lists are the union of both. `shadow` and `gshadow` gain the new names' lines.
 //! No NSS module is involved, so this works with musl as with glibc.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
 
@@ -25,6 +25,28 @@ pub struct AccountsReport {
     pub groups_added: Vec<String>,
     /// New names whose ID was taken: `(file, name, id in the tree, id given)`.
     pub renumbered: Vec<(String, String, u32, u32)>,
+    /// Files of the new deployment given the machine's IDs instead of the tree's
+    /// ([`IdChanges`], applied by deploy).
+    pub owners_changed: usize,
+}
+
+/// How the new tree's numeric IDs translate to the machine's: every user or group of the
+/// tree whose ID differs after the merge (an existing name keeps the machine's ID, a new
+/// name whose ID was taken is renumbered). Files the tree owns by the old number must get
+/// the new one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdChanges {
+    /// Tree UID → machine UID.
+    pub uids: BTreeMap<u32, u32>,
+    /// Tree GID → machine GID.
+    pub gids: BTreeMap<u32, u32>,
+}
+
+impl IdChanges {
+    /// No ID changes.
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty() && self.gids.is_empty()
+    }
 }
 
 /// First ID of the regular (non-system) range.
@@ -165,18 +187,44 @@ fn merge_names(old: &str, new: &str) -> String {
     out
 }
 
+/// The ID changes [`merge`] makes for the same inputs, without writing anything.
+pub fn id_changes(old_etc: &Path, new_defaults: &Path) -> Result<IdChanges> {
+    let mut out = IdChanges::default();
+    for (name, map) in [("group", &mut out.gids), ("passwd", &mut out.uids)] {
+        let (Some(old), Some(new)) = (
+            read_lossy(&old_etc.join(name))?,
+            read_lossy(&new_defaults.join(name))?,
+        ) else {
+            continue;
+        };
+        let m = merge_ids(&old, &new, None, &|f| f);
+        for line in new.lines() {
+            if let (Some(n), Some(id)) = (name_of(line), id_of(line))
+                && let Some(final_id) = m.ids.get(n)
+                && *final_id != id
+            {
+                // The first name with a number decides (duplicates such as toor:0).
+                map.entry(id).or_insert(*final_id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_lossy(p: &Path) -> Result<Option<String>> {
+    match fs::read(p) {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at(p),
+    }
+}
+
 /// Merge the account databases of a new deployment: `old_etc` is the previous
 /// deployment's `/etc`, `new_defaults` the new tree's `/usr/etc`, and the results are
 /// written into `new_etc` (the files there keep their mode and owner). Files missing on
 /// either side are left as the `/etc` merge made them.
 pub fn merge(old_etc: &Path, new_defaults: &Path, new_etc: &Path) -> Result<AccountsReport> {
-    let read = |p: &Path| -> Result<Option<String>> {
-        match fs::read(p) {
-            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).at(p),
-        }
-    };
+    let read = read_lossy;
     let pair = |name: &str| -> Result<Option<(String, String)>> {
         Ok(
             match (read(&old_etc.join(name))?, read(&new_defaults.join(name))?) {
@@ -255,6 +303,29 @@ mod tests {
         );
         assert_eq!(m.added, vec!["newd"]);
         assert_eq!(m.renumbered, vec![("newd".to_owned(), 101, 102)]);
+    }
+
+    #[test]
+    fn id_changes_map_tree_ids_to_the_machine_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let (old, new) = (d.path().join("o"), d.path().join("n"));
+        fs::create_dir(&old).unwrap();
+        fs::create_dir(&new).unwrap();
+        fs::write(
+            old.join("passwd"),
+            "root:x:0:0::/:/bin/sh\nsvc:x:101:101::/:/bin/false\nalice:x:1000:1000::/:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(old.join("group"), "root:x:0:\nsvc:x:101:\nalice:x:1000:\n").unwrap();
+        fs::write(
+            new.join("passwd"),
+            "root:x:0:0::/:/bin/sh\nsvc:x:105:105::/:/bin/false\nmsg:x:1000:1000::/:/bin/false\n",
+        )
+        .unwrap();
+        fs::write(new.join("group"), "root:x:0:\nsvc:x:105:\nmsg:x:1000:\n").unwrap();
+        let c = id_changes(&old, &new).unwrap();
+        assert_eq!(c.uids, BTreeMap::from([(105, 101), (1000, 1001)]));
+        assert_eq!(c.gids, BTreeMap::from([(105, 101), (1000, 1001)]));
     }
 
     #[test]

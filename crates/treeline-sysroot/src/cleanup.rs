@@ -46,9 +46,12 @@ impl Sysroot {
         }
         fault::point("cleanup-after-boot-versions");
 
+        // A staged deployment is not in the boot list yet but is kept.
+        let staged = self.sync_staged_ref()?;
         let live: HashSet<(String, String)> = self
             .deployments()
             .iter()
+            .chain(staged.iter())
             .map(|d| (d.stateroot.clone(), d.name()))
             .collect();
         let mut first = true;
@@ -125,7 +128,11 @@ impl Sysroot {
         }
 
         let repo = self.repo()?;
-        remove_stale_deployment_refs(&repo, b, s, self.deployments().len())?;
+        if self.is_container() {
+            crate::container::remove_stale_refs(&repo, self.deployments())?;
+        } else {
+            remove_stale_deployment_refs(&repo, b, s, self.deployments().len())?;
+        }
         fault::point("cleanup-before-prune");
         if prune_repo {
             let r = prune::prune(

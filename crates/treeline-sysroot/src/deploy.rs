@@ -16,7 +16,11 @@ use crate::error::{Error, IoContext, Result, StoreContext};
 use crate::etc_merge::{self, EtcMergeReport};
 use crate::fsutil;
 use crate::kernel;
+use crate::owners;
 use crate::sysroot::{STAGING_PREFIX, Sysroot, next_serial};
+use crate::tmpfiles;
+use crate::var_seed;
+use crate::verify;
 
 /// What to deploy and how.
 #[derive(Clone, Debug, Default)]
@@ -68,6 +72,8 @@ impl Sysroot {
             self.list_with_new(deployment.clone(), merge_from.as_ref())
         };
         self.write_deployments(list)?;
+        // The new default replaces an upgrade staged before.
+        self.discard_staged()?;
         self.cleanup(false)?;
         Ok(DeployReport {
             deployment,
@@ -90,7 +96,7 @@ impl Sysroot {
         }
         let repo = self.repo()?;
         let checksum = repo.resolve_rev(&opts.revision).in_repo(repo.path())?;
-        repo.load_commit(&checksum).in_repo(repo.path())?;
+        verify::commit_metadata(&repo, &checksum)?;
         let merge = if opts.no_merge {
             None
         } else {
@@ -114,31 +120,36 @@ impl Sysroot {
         fault::point("deploy-after-checkout");
 
         let commit = checksum.to_string();
-        let etc_report = prepare_etc(
+        // The tree's files get the machine's IDs before /etc is built from usr/etc, so
+        // the local files the merge brings in (already the machine's) are not remapped.
+        let owners_changed = match &merge {
+            Some(m) => {
+                let defaults = if staging.join("usr/etc").is_dir() {
+                    staging.join("usr/etc")
+                } else {
+                    staging.join("etc")
+                };
+                let changes =
+                    accounts::id_changes(&self.deployment_path(m).join("etc"), &defaults)?;
+                owners::apply(&staging, &changes)?
+            }
+            None => 0,
+        };
+        let mut etc_report = prepare_etc(
             &staging,
             &commit,
             merge.as_ref().map(|m| self.deployment_path(m)),
         )?;
+        etc_report.accounts.owners_changed = owners_changed;
         fault::point("deploy-after-etc-merge");
 
-        let layout = kernel::find_kernel(&staging)?.ok_or_else(|| Error::BadTree {
-            commit: commit.clone(),
-            reason: "no kernel: expected usr/lib/modules/<kver>/vmlinuz".into(),
-        })?;
-        let prefix = format!("/ostree/{}-{}", opts.stateroot, layout.bootcsum);
-        let mut boot_files = vec![(
-            "linux".to_owned(),
-            format!("{prefix}/{}", layout.kernel_name),
-        )];
-        if let Some(i) = &layout.initramfs_name {
-            boot_files.push(("initrd".to_owned(), format!("{prefix}/{i}")));
-        }
-        if let Some(dt) = &layout.devicetree_name {
-            boot_files.push(("devicetree".to_owned(), format!("{prefix}/{dt}")));
-        }
-        if let Some(fdt) = &layout.fdtdir_name {
-            boot_files.push(("fdtdir".to_owned(), format!("{prefix}/{fdt}")));
-        }
+        let (bootcsum, boot_files) = if self.is_container() {
+            // A container boots no kernel (docs/container.md).
+            crate::container::add_mount_points(&staging)?;
+            (String::new(), Vec::new())
+        } else {
+            kernel_boot_files(&staging, &commit, &opts.stateroot)?
+        };
 
         let mut kargs = match &opts.kargs_base {
             Some(k) => k.clone(),
@@ -165,11 +176,28 @@ impl Sysroot {
             stateroot: opts.stateroot.clone(),
             checksum,
             serial,
-            bootcsum: layout.bootcsum,
+            bootcsum,
             kargs,
             boot_files,
             origin: Some(origin.clone()),
         };
+
+        // /var: the commit's content once per stateroot, then tmpfiles.d (missing only).
+        let seed = var_seed::seed_once(&staging, &stateroot_dir, &commit)?;
+        if seed.seeded_now && !seed.copied.is_empty() {
+            tracing::info!(
+                "seeded /var of {} from {commit}: {:?}",
+                opts.stateroot,
+                seed.copied
+            );
+        }
+        let tmp = tmpfiles::apply_var(&staging, &stateroot_dir.join("var"))?;
+        for p in &tmp.problems {
+            tracing::warn!("tmpfiles.d of {commit}: {p}");
+        }
+        if !tmp.created.is_empty() {
+            tracing::info!("tmpfiles.d created in /var: {:?}", tmp.created);
+        }
 
         // Everything on disk before the name appears.
         fsutil::syncfs(&staging)?;
@@ -226,4 +254,31 @@ fn prepare_etc(
     let mut report = etc_merge::merge(&old_defaults, &old_local, &etc)?;
     report.accounts = accounts::merge(&old_local, &usr_etc, &etc)?;
     Ok(report)
+}
+
+/// The bootcsum and BLS boot-file lines of a checkout's kernel (`usr/lib/modules/<kver>`).
+fn kernel_boot_files(
+    staging: &Path,
+    commit: &str,
+    stateroot: &str,
+) -> Result<(String, Vec<(String, String)>)> {
+    let layout = kernel::find_kernel(staging)?.ok_or_else(|| Error::BadTree {
+        commit: commit.to_owned(),
+        reason: "no kernel: expected usr/lib/modules/<kver>/vmlinuz".into(),
+    })?;
+    let prefix = format!("/ostree/{stateroot}-{}", layout.bootcsum);
+    let mut boot_files = vec![(
+        "linux".to_owned(),
+        format!("{prefix}/{}", layout.kernel_name),
+    )];
+    if let Some(i) = &layout.initramfs_name {
+        boot_files.push(("initrd".to_owned(), format!("{prefix}/{i}")));
+    }
+    if let Some(dt) = &layout.devicetree_name {
+        boot_files.push(("devicetree".to_owned(), format!("{prefix}/{dt}")));
+    }
+    if let Some(fdt) = &layout.fdtdir_name {
+        boot_files.push(("fdtdir".to_owned(), format!("{prefix}/{fdt}")));
+    }
+    Ok((layout.bootcsum, boot_files))
 }

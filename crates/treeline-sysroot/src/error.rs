@@ -85,6 +85,14 @@ pub enum Error {
         /// How much is free.
         available: String,
     },
+    /// A program to install as a container's init cannot be one.
+    #[error("{path}: {reason}")]
+    BadInit {
+        /// The program offered.
+        path: PathBuf,
+        /// Why it cannot be the init.
+        reason: String,
+    },
     /// A mutating operation was called without holding the sysroot lock.
     #[error("the sysroot {0} is not locked (open it with Sysroot::open_locked)")]
     NotLocked(PathBuf),

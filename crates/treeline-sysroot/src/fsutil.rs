@@ -128,9 +128,34 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// Delete a whole sysroot (a staging or test one): the immutable attribute of each
+/// deployment root is cleared first, as nothing else could delete it.
+pub fn remove_sysroot(path: &Path) -> Result<()> {
+    let deploy = path.join("ostree/deploy");
+    if let Ok(stateroots) = fs::read_dir(&deploy) {
+        for os in stateroots {
+            let dir = os.at(&deploy)?.path().join("deploy");
+            let Ok(deployments) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for d in deployments {
+                let d = d.at(&dir)?;
+                if d.file_type().at(d.path())?.is_dir() {
+                    set_immutable(&d.path(), false)?;
+                }
+            }
+        }
+    }
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+        _ => Ok(()),
+    }
+}
+
 /// Copy one path (recursively for directories) keeping type, content, mode, owner,
 /// xattrs and modification time; `dest` must not exist. Sockets, fifos and device nodes
-/// are skipped, as ostree's /etc merge does.
+/// are skipped, as ostree's /etc merge does. Nothing is fsynced here (one per file costs
+/// seconds for a whole /etc or /var): callers [`syncfs`] before the copy is relied on.
 pub(crate) fn copy_preserving(src: &Path, dest: &Path) -> Result<()> {
     let md = fs::symlink_metadata(src).at(src)?;
     let ft = md.file_type();
@@ -156,7 +181,6 @@ pub(crate) fn copy_preserving(src: &Path, dest: &Path) -> Result<()> {
         let mut from = File::open(src).at(src)?;
         let mut to = File::create_new(dest).at(dest)?;
         std::io::copy(&mut from, &mut to).at(dest)?;
-        to.sync_all().at(dest)?;
         drop(to);
         copy_metadata(src, &md, dest)?;
     } else {
@@ -170,6 +194,23 @@ pub(crate) fn copy_metadata(src: &Path, md: &fs::Metadata, dest: &Path) -> Resul
     sys::lchown(dest, md.uid(), md.gid()).map_err(store_io)?;
     // chmod after chown: chown clears setuid/setgid.
     fs::set_permissions(dest, fs::Permissions::from_mode(md.mode() & 0o7777)).at(dest)?;
+    copy_xattrs(src, dest)?;
+    set_times(dest, md)
+}
+
+/// Give `dest` the mode, xattrs and times of `src` with the owner `uid:gid` (symlinks:
+/// owner, xattrs and times).
+pub(crate) fn copy_metadata_as(
+    src: &Path,
+    md: &fs::Metadata,
+    dest: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
+    sys::lchown(dest, uid, gid).map_err(store_io)?;
+    if !md.file_type().is_symlink() {
+        fs::set_permissions(dest, fs::Permissions::from_mode(md.mode() & 0o7777)).at(dest)?;
+    }
     copy_xattrs(src, dest)?;
     set_times(dest, md)
 }

@@ -3,7 +3,7 @@
 //! deploy, and a crash leaves the old arguments.
 
 use crate::bls::Kargs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sysroot::Sysroot;
 
 /// One edit of a command line, applied in the order given.
@@ -44,6 +44,12 @@ impl Sysroot {
     pub fn edit_kargs(&mut self, index: usize, edits: &[KargEdit]) -> Result<Kargs> {
         self.require_lock()?;
         let mut list = self.deployments().to_vec();
+        if self.is_container() {
+            return Err(Error::Refused {
+                deployment: self.get(index)?.display_id(),
+                reason: "a container sysroot boots no kernel, so it has no kernel arguments".into(),
+            });
+        }
         let old = self.get(index)?.kargs.clone();
         let mut k = old.clone();
         for e in edits {

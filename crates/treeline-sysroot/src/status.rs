@@ -7,7 +7,8 @@ use crate::sysroot::Sysroot;
 /// One deployment as `status` shows it.
 #[derive(Clone, Debug)]
 pub struct DeploymentStatus {
-    /// Position in the boot order (0 boots by default).
+    /// Position in the boot order (0 boots by default); 0 for the staged deployment,
+    /// which is not in the boot order yet (see `staged`).
     pub index: usize,
     /// The deployment itself.
     pub deployment: Deployment,
@@ -23,6 +24,8 @@ pub struct DeploymentStatus {
     pub version: Option<String>,
     /// The commit's timestamp (seconds since the epoch), if the commit is in the repo.
     pub timestamp: Option<u64>,
+    /// The staged deployment ([`Sysroot::stage`]), made the default at shutdown.
+    pub staged: bool,
 }
 
 impl Sysroot {
@@ -47,8 +50,31 @@ impl Sysroot {
                 pinned: d.is_pinned(),
                 version: commit.as_ref().and_then(|c| c.version()),
                 timestamp: commit.as_ref().map(|c| c.timestamp),
+                staged: false,
             });
         }
         Ok(out)
+    }
+
+    /// The staged deployment as `status` shows it (listed first, as ostree does).
+    pub fn staged_status(&self) -> Result<Option<DeploymentStatus>> {
+        let Some(d) = self.staged()? else {
+            return Ok(None);
+        };
+        let commit = self
+            .repo()
+            .ok()
+            .and_then(|r| r.load_commit(&d.checksum).ok());
+        Ok(Some(DeploymentStatus {
+            index: 0,
+            pinned: d.is_pinned(),
+            version: commit.as_ref().and_then(|c| c.version()),
+            timestamp: commit.as_ref().map(|c| c.timestamp),
+            deployment: d,
+            booted: false,
+            pending: false,
+            rollback: false,
+            staged: true,
+        }))
     }
 }

@@ -19,6 +19,7 @@ use crate::error::{Error, IoContext, Result, StoreContext};
 use crate::fsutil;
 use crate::kernel;
 use crate::lock::SysrootLock;
+use crate::syslinux;
 
 /// How the booted deployment is found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -216,6 +217,13 @@ impl Sysroot {
 
     /// Re-read the sysroot from disk.
     pub fn load(&mut self) -> Result<()> {
+        if let Some((deployments, booted)) = crate::container::load(self)? {
+            self.bootversion = 0;
+            self.subbootversion = 0;
+            self.deployments = deployments;
+            self.booted = booted;
+            return Ok(());
+        }
         let loader = self.path.join("boot/loader");
         let bootversion = match fsutil::read_link_opt(&loader)? {
             None => {
@@ -483,6 +491,10 @@ impl Sysroot {
                 reason: "the booted deployment cannot be removed".into(),
             });
         }
+        if self.is_container() {
+            crate::container::write(self, &deployments)?;
+            return self.load();
+        }
         let repo = self.repo()?;
         let new_b = 1 - self.bootversion;
         let new_s = 1 - self.read_subbootversion(new_b)?;
@@ -526,12 +538,19 @@ impl Sysroot {
             .iter()
             .any(|d| d.stateroot != deployments[0].stateroot);
         let n = deployments.len();
+        let mut entries = Vec::with_capacity(n);
         for (i, (d, serial)) in deployments.iter().zip(&serials).enumerate() {
             let version = n - i;
             let entry =
                 self.boot_entry(&repo, d, i, version, multiple_stateroots, new_b, *serial)?;
             let p = entries_dir.join(format!("ostree-{version}-{}.conf", d.stateroot));
             fsutil::write_atomic(&p, entry.to_text().as_bytes(), 0o644)?;
+            entries.push(entry);
+        }
+        if fs::symlink_metadata(self.path.join(syslinux::SYSLINUX_LINK)).is_ok() {
+            let p = loader_dir.join("syslinux.cfg");
+            let cfg = syslinux::syslinux_config(&entries);
+            fsutil::write_atomic(&p, cfg.as_bytes(), 0o644)?;
         }
         fsutil::fsync_dir(&entries_dir)?;
         fsutil::fsync_dir(&loader_dir)?;

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Benchmark `treeline image build` and the boot of the image it makes.
+#
+# Input:   the Alpine 3.20.3 minirootfs (test data) carrying Debian's kernel (the
+#          linux-image package linux-image-amd64 depends on, from the host's apt sources,
+#          unpacked with depmod; the integration tests' cache is reused when there), with
+#          /etc moved to /usr/etc and an initramfs from `treeline image initramfs` whose
+#          init is a busybox script (the static busybox of the host) that loads the modules,
+#          mounts the root by label, follows ostree= and prints a marker: a stand-in for
+#          treeline-boot until it exists. Committed once into an archive repo (untimed).
+# Op:      `image build --format raw` (extlinux) and `--format qcow2`, timed; sizes of the
+#          tree (du, hardlinks once), the raw image (virtual and allocated) and the qcow2;
+#          then qemu (TCG, 256 MiB) boots the raw image: time from qemu start to the marker
+#          on the serial console (SeaBIOS, extlinux, kernel, initramfs, root mount).
+# Method:  RUNS runs of each (default 3), `sync` before each; wall time; medians.
+#
+# Usage:   bench/image.sh [--runs N] [--workdir DIR] [--keep]
+# Env:     RUNS, TREELINE_BIN (skip the build), BENCH_WORKDIR, KEEP=1,
+#          TREELINE_TEST_DATA (default ../shared/data), TREELINE_TEST_CACHE.
+#
+# Not a test: CI does not run it. Needs root (extlinux install loop-mounts). Numbers are
+# noisy on a shared machine.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUNS=${RUNS:-3}
+WORK=${BENCH_WORKDIR:-}
+KEEP=${KEEP:-0}
+DATA=${TREELINE_TEST_DATA:-$REPO_ROOT/../shared/data}
+CACHE=${TREELINE_TEST_CACHE:-/var/tmp/treeline-test-cache}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "image.sh: error: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) RUNS=$2; shift 2 ;;
+        --workdir) WORK=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "needs root (the extlinux install loop-mounts the boot partition)"
+
+if [ -n "${TREELINE_BIN:-}" ]; then
+    TL=$TREELINE_BIN
+else
+    (cd "$REPO_ROOT" && cargo build --release --locked -q)
+    TL=$REPO_ROOT/target/release/treeline
+fi
+if [ -z "$WORK" ]; then
+    WORK=$(mktemp -d /var/tmp/treeline-bench-image.XXXXXX)
+fi
+cleanup() { [ "$KEEP" = 1 ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+now() { date +%s.%N; }
+
+# The kernel: the test cache's unpacked copy, else download and unpack it here.
+pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
+[ -n "$pkg" ] || die "linux-image-amd64 depends on no linux-image-* in the apt sources"
+kver=${pkg#linux-image-}
+kernel=$(ls -d "$CACHE"/kernels/"${pkg}"_*/ 2>/dev/null | head -1 || true)
+if [ -z "$kernel" ]; then
+    mkdir -p "$WORK/deb" && (cd "$WORK/deb" && apt-get download -q "$pkg")
+    kernel=$WORK/kernel
+    dpkg-deb -x "$WORK"/deb/*.deb "$kernel"
+    depmod -b "$kernel" "$kver"
+fi
+
+# The tree.
+tree=$WORK/tree
+mkdir -p "$tree"
+tar -xzf "$DATA/alpine/minirootfs/alpine-minirootfs-3.20.3-x86_64.tar.gz" -C "$tree"
+mv "$tree/etc" "$tree/usr/etc"
+moddir=$tree/usr/lib/modules/$kver
+mkdir -p "$moddir"
+cp "$kernel/boot/vmlinuz-$kver" "$moddir/vmlinuz"
+cat >"$WORK/init" <<'EOF'
+#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc; $bb mount -t sysfs sys /sys; $bb mount -t devtmpfs dev /dev
+kver=$($bb uname -r)
+while read -r m; do $bb insmod /usr/lib/modules/$kver/$m 2>/dev/null; done < /usr/lib/modules/$kver/modules.load-order
+for arg in $($bb cat /proc/cmdline); do
+    case "$arg" in ostree=*) ostree=${arg#ostree=} ;; root=LABEL=*) label=${arg#root=LABEL=} ;; esac
+done
+$bb mount -t ext4 -o ro "$($bb findfs LABEL=$label)" /sysroot
+for f in usr/lib/os-release etc/os-release; do
+    if [ -f "/sysroot$ostree/$f" ]; then . "/sysroot$ostree/$f"; break; fi
+done
+echo "BENCH-BOOTED $PRETTY_NAME"
+$bb poweroff -f
+EOF
+chmod 755 "$WORK/init"
+t0=$(now)
+"$TL" image initramfs --root "$kernel" --init "$WORK/init" --file /bin/busybox:bin/busybox \
+    --out "$moddir/initramfs.img" >/dev/null
+t_initramfs=$(echo "$(now) - $t0" | bc)
+repo=$WORK/repo
+ostree --repo="$repo" init --mode=archive
+"$TL" --repo="$repo" commit -b alpine/bench/x86_64 --subject=bench "$tree" >/dev/null
+tree_kib=$(du -sk "$tree" | cut -f1)
+
+build_times_raw=()
+build_times_qcow2=()
+boot_times=()
+for i in $(seq "$RUNS"); do
+    rm -f "$WORK/disk.img" "$WORK/disk.qcow2"
+    sync
+    t0=$(now)
+    "$TL" --repo="$repo" image build --ref alpine/bench/x86_64 --out "$WORK/disk.img" \
+        --karg console=ttyS0 --karg panic=-1 >/dev/null
+    build_times_raw+=("$(echo "$(now) - $t0" | bc)")
+    sync
+    t0=$(now)
+    "$TL" --repo="$repo" image build --ref alpine/bench/x86_64 --out "$WORK/disk.qcow2" \
+        --format qcow2 --karg console=ttyS0 >/dev/null
+    build_times_qcow2+=("$(echo "$(now) - $t0" | bc)")
+
+    log=$WORK/serial.log
+    rm -f "$log"
+    t0=$(now)
+    timeout 300 qemu-system-x86_64 -accel tcg -m 256 -display none -no-reboot -monitor none \
+        -serial "file:$log" -drive "file=$WORK/disk.img,format=raw,if=virtio" || true
+    grep -q BENCH-BOOTED "$log" || die "run $i: the image did not boot; serial log in $log"
+    boot_times+=("$(echo "$(now) - $t0" | bc)")
+done
+
+raw_virtual=$(stat -c %s "$WORK/disk.img")
+raw_alloc=$(( $(stat -c %b "$WORK/disk.img") * $(stat -c %B "$WORK/disk.img") ))
+qcow2_size=$(stat -c %s "$WORK/disk.qcow2")
+initramfs_size=$(stat -c %s "$moddir/initramfs.img")
+
+echo "treeline image build: Alpine 3.20.3 minirootfs + Debian kernel $kver ($RUNS runs, medians)"
+printf '  tree (du)                 %8d KiB\n' "$tree_kib"
+printf '  initramfs                 %8d KiB  built in %.2f s\n' $((initramfs_size / 1024)) "$t_initramfs"
+printf '  raw image: virtual        %8d KiB, allocated %d KiB\n' $((raw_virtual / 1024)) $((raw_alloc / 1024))
+printf '  qcow2 image               %8d KiB\n' $((qcow2_size / 1024))
+printf '  build raw   (wall)        %8.2f s\n' "$(printf '%s\n' "${build_times_raw[@]}" | median)"
+printf '  build qcow2 (wall)        %8.2f s\n' "$(printf '%s\n' "${build_times_qcow2[@]}" | median)"
+printf '  boot to marker, TCG       %8.2f s\n' "$(printf '%s\n' "${boot_times[@]}" | median)"
