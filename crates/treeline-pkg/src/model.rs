@@ -122,6 +122,9 @@ pub struct PackageMeta {
     pub essential: bool,
     /// deb only: `Priority` (`required`, `important`, `standard`, `optional`, `extra`).
     pub priority: Option<String>,
+    /// deb only: apt's pin priority of the repository the package came from (see
+    /// [`crate::deb::release::Release::default_pin`]); `None` is apt's plain default, 500.
+    pub pin_priority: Option<i32>,
     /// deb only: `Multi-Arch` (`same`, `foreign`, `allowed`).
     pub multi_arch: Option<String>,
     /// apk `o:` origin or deb `Source` (name only).

@@ -298,7 +298,11 @@ async fn load_deb(s: &DebSource, fetcher: &Fetcher, cache: &Cache) -> crate::Res
                     message: e.to_string(),
                 })?
                 .map_err(crate::Error::from)?;
-        packages.extend(parsed);
+        let pin = release.default_pin();
+        packages.extend(parsed.into_iter().map(|mut meta| {
+            meta.pin_priority = Some(pin);
+            meta
+        }));
     }
     Ok(Repository { base, packages })
 }

@@ -13,8 +13,16 @@ fn deb_requests_match_apt_get_simulate_on_host_lists() {
     let scratch = tempfile::tempdir().unwrap();
     let lists = common::apt_packages_lists_plain(&scratch.path().join("lists"));
     let mut packages = Vec::new();
-    for list in &lists {
-        packages.extend(treeline_pkg::deb::read_packages(list, "amd64").unwrap());
+    for (list, pin) in &lists {
+        packages.extend(
+            treeline_pkg::deb::read_packages(list, "amd64")
+                .unwrap()
+                .into_iter()
+                .map(|mut meta| {
+                    meta.pin_priority = Some(*pin);
+                    meta
+                }),
+        );
     }
     let universe = Universe::new(Family::Deb, packages);
 

@@ -134,6 +134,10 @@ pub struct Release {
     pub components: Vec<String>,
     /// `Acquire-By-Hash: yes`: indexes may be fetched as `by-hash/SHA256/<digest>`.
     pub acquire_by_hash: bool,
+    /// `NotAutomatic: yes` (experimental, backports): apt installs from it only when asked.
+    pub not_automatic: bool,
+    /// `ButAutomaticUpgrades: yes` (backports): upgrades of what came from it are taken.
+    pub but_automatic_upgrades: bool,
     /// Every index listed under `SHA256` or `MD5Sum`, by path relative to the suite directory.
     pub files: BTreeMap<String, IndexFile>,
     date_time: Option<SystemTime>,
@@ -173,6 +177,8 @@ impl Release {
             architectures: Vec::new(),
             components: Vec::new(),
             acquire_by_hash: false,
+            not_automatic: false,
+            but_automatic_upgrades: false,
             files: BTreeMap::new(),
             date_time: None,
             valid_until_time: None,
@@ -229,6 +235,10 @@ impl Release {
                 "architectures" => release.architectures = words(value),
                 "components" => release.components = words(value),
                 "acquire-by-hash" => release.acquire_by_hash = value.eq_ignore_ascii_case("yes"),
+                "notautomatic" => release.not_automatic = value.eq_ignore_ascii_case("yes"),
+                "butautomaticupgrades" => {
+                    release.but_automatic_upgrades = value.eq_ignore_ascii_case("yes")
+                }
                 "sha256" => list = Some(ChecksumList::Sha256),
                 "md5sum" => list = Some(ChecksumList::Md5),
                 _ => {}
@@ -247,6 +257,18 @@ impl Release {
     /// (`main/binary-amd64/Packages.xz`).
     pub fn index_file(&self, path: &str) -> Option<&IndexFile> {
         self.files.get(path)
+    }
+
+    /// The pin priority apt gives this suite's packages without a preferences file: 1 for
+    /// `NotAutomatic` (experimental), 100 when it also has `ButAutomaticUpgrades`
+    /// (backports), 500 otherwise. apt's candidate for a name is its version of highest
+    /// pin priority, then highest version, so backports never win over the release.
+    pub fn default_pin(&self) -> i32 {
+        match (self.not_automatic, self.but_automatic_upgrades) {
+            (true, true) => 100,
+            (true, false) => 1,
+            (false, _) => 500,
+        }
     }
 
     /// `Date` as a point in time.
@@ -803,6 +825,18 @@ SHA256:
         time.duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn default_pin_follows_notautomatic_like_apt() {
+        assert_eq!(Release::parse(SAMPLE, "stable").unwrap().default_pin(), 500);
+        let experimental = format!("NotAutomatic: yes\n{SAMPLE}");
+        assert_eq!(Release::parse(&experimental, "x").unwrap().default_pin(), 1);
+        let backports = format!("NotAutomatic: yes\nButAutomaticUpgrades: yes\n{SAMPLE}");
+        assert_eq!(
+            Release::parse(&backports, "bpo").unwrap().default_pin(),
+            100
+        );
     }
 
     #[test]

@@ -13,9 +13,8 @@ use crate::version::compare;
 /// A package is referred to by its index in [`Universe::packages`]. Duplicates (same
 /// name and version from two repositories) keep the first copy, as both tools do.
 ///
-/// For deb, only apt's *candidate* of each name takes part in solving: its highest
-/// version (apt's default pinning gives every repository the same priority, so the
-/// highest version wins). apk considers every version and prefers the highest.
+/// For deb, only apt's *candidate* of each name takes part in solving: its version of
+/// highest pin priority (see [`PackageMeta::pin_priority`]), then highest version. apk considers every version and prefers the highest.
 #[derive(Debug)]
 pub struct Universe {
     family: Family,
@@ -60,8 +59,13 @@ impl Universe {
             by_name.entry(meta.name.clone()).or_default().push(index);
         }
         for list in by_name.values_mut() {
-            // Stable sort: equal versions keep repository order.
-            list.sort_by(|&a, &b| compare(family, &kept[b].version, &kept[a].version));
+            // Stable sort: equal versions keep repository order. deb: apt's candidate is
+            // the version of highest pin priority first, then the highest version.
+            list.sort_by(|&a, &b| {
+                pin(&kept[b])
+                    .cmp(&pin(&kept[a]))
+                    .then_with(|| compare(family, &kept[b].version, &kept[a].version))
+            });
             if family == Family::Deb {
                 list.truncate(1);
             }
@@ -184,5 +188,47 @@ fn priority_rank(priority: Option<&str>) -> u8 {
         Some("optional") => 4,
         Some("extra") => 5,
         _ => 6,
+    }
+}
+
+/// apt's pin priority of a package (500 unless its repository said otherwise).
+fn pin(meta: &PackageMeta) -> i32 {
+    meta.pin_priority.unwrap_or(500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deb(name: &str, version: &str, pin: Option<i32>) -> PackageMeta {
+        PackageMeta {
+            family: Some(Family::Deb),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            pin_priority: pin,
+            ..PackageMeta::default()
+        }
+    }
+
+    #[test]
+    fn deb_candidate_is_highest_pin_then_highest_version() {
+        let universe = Universe::new(
+            Family::Deb,
+            vec![
+                deb("e2fsprogs", "1.47.0-2", None),
+                deb("e2fsprogs", "1.47.2-3~bpo12+1", Some(100)),
+                deb("sl", "5.02-1", Some(100)),
+                deb("sl", "5.05-1", Some(100)),
+            ],
+        );
+        let candidate = |name: &str| {
+            let ids = universe.named(name);
+            assert_eq!(ids.len(), 1, "{name}: one candidate");
+            universe.package(ids[0]).unwrap().version.clone()
+        };
+        // Backports (pin 100) lose to the release (500) even with a higher version, but
+        // a package only in backports is still a candidate.
+        assert_eq!(candidate("e2fsprogs"), "1.47.0-2");
+        assert_eq!(candidate("sl"), "5.05-1");
     }
 }

@@ -307,9 +307,10 @@ pub fn apt_cat_file(path: &Path) -> Vec<u8> {
 }
 
 /// The `Packages` indexes apt uses on this host (every `*_Packages*` list, for every
-/// configured suite), decompressed by apt itself (`apt-helper cat-file`) into `dir`.
+/// configured suite), decompressed by apt itself (`apt-helper cat-file`) into `dir`, each
+/// with the pin priority apt gives its suite (from the suite's Release file beside it).
 /// Runs `apt-get update` only when there are none.
-pub fn apt_packages_lists_plain(dir: &Path) -> Vec<PathBuf> {
+pub fn apt_packages_lists_plain(dir: &Path) -> Vec<(PathBuf, i32)> {
     let find = || {
         let mut lists: Vec<PathBuf> = std::fs::read_dir("/var/lib/apt/lists")
             .map(|entries| {
@@ -352,9 +353,49 @@ pub fn apt_packages_lists_plain(dir: &Path) -> Vec<PathBuf> {
             );
             let dest = dir.join(list.file_name().unwrap());
             std::fs::write(&dest, &out.stdout).unwrap();
-            dest
+            (dest, apt_list_pin(list))
         })
         .collect()
+}
+
+/// The default pin priority of the suite an apt list file belongs to: its Release file is
+/// the `*_InRelease` (or `*_Release`) in the same directory whose name, less that suffix,
+/// is the longest prefix of the list's name. apt checked the signature when it stored it.
+fn apt_list_pin(list: &Path) -> i32 {
+    let list_name = list.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = list.parent().unwrap();
+    let release = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let prefix = name
+                .strip_suffix("InRelease")
+                .or_else(|| name.strip_suffix("Release"))?
+                .to_owned();
+            list_name
+                .starts_with(&prefix)
+                .then_some((prefix.len(), entry.path()))
+        })
+        .max()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| panic!("no Release file for {list_name} in {}", dir.display()));
+    let text = std::fs::read_to_string(&release).unwrap();
+    // The signed part of a clearsigned InRelease: after the armor header's blank line,
+    // before the signature.
+    let body = match text.split_once("-----BEGIN PGP SIGNED MESSAGE-----") {
+        Some((_, signed)) => signed
+            .split_once("\n\n")
+            .map(|(_, rest)| rest)
+            .unwrap_or_default()
+            .split("\n-----BEGIN PGP SIGNATURE-----")
+            .next()
+            .unwrap_or_default(),
+        None => text.as_str(),
+    };
+    treeline_pkg::deb::release::Release::parse(body, &release.display().to_string())
+        .unwrap_or_else(|e| panic!("{}: {e}", release.display()))
+        .default_pin()
 }
 
 /// `apt-get install --simulate NAMES` as if nothing were installed (an empty dpkg status
