@@ -244,16 +244,7 @@ pub(crate) fn write(s: &Sysroot, list: &[Deployment]) -> Result<()> {
 /// Delete `ostree/...` refs other than the container refs of `list`.
 pub(crate) fn remove_stale_refs(repo: &Repo, list: &[Deployment]) -> Result<()> {
     let keep: Vec<String> = list.iter().map(|d| container_ref(d).name).collect();
-    for name in repo.list_refs().in_repo(repo.path())?.keys() {
-        if name.starts_with("ostree/") && !keep.contains(name) {
-            let spec = RefSpec {
-                remote: None,
-                name: name.clone(),
-            };
-            repo.set_ref(&spec, None).in_repo(repo.path())?;
-        }
-    }
-    Ok(())
+    crate::sysroot::remove_ostree_refs_except(repo, &keep)
 }
 
 #[cfg(test)]

@@ -780,6 +780,12 @@ pub(crate) fn remove_stale_deployment_refs(
     let keep: Vec<String> = (0..n)
         .map(|i| deployment_ref(bootversion, subbootversion, i).name)
         .collect();
+    remove_ostree_refs_except(repo, &keep)
+}
+
+/// Delete every `ostree/...` ref (the refs that keep deployed commits from being pruned)
+/// whose name is not in `keep`.
+pub(crate) fn remove_ostree_refs_except(repo: &Repo, keep: &[String]) -> Result<()> {
     let refs: BTreeMap<String, Checksum> = repo.list_refs().in_repo(repo.path())?;
     for name in refs.keys() {
         if name.starts_with("ostree/") && !keep.contains(name) {
