@@ -134,6 +134,7 @@ fn upgrade_from_a_repository_deploys_the_origin_ref_then_exits_77() {
     let updates = scratch.path().join("updates");
     let c1 = commit(&updates, scratch.path(), BRANCH, "v1\n");
     let s = sysroot_at(&scratch, "sysroot", &updates, &c1);
+    let s2 = sysroot_at(&scratch, "sysroot-2", &updates, &c1);
 
     // The update repository has nothing newer yet.
     let out = upgrade_from(&s, &updates);
@@ -171,6 +172,20 @@ fn upgrade_from_a_repository_deploys_the_origin_ref_then_exits_77() {
 
     let out = upgrade_from(&s, &updates);
     assert_eq!(out.status.code(), Some(77), "{out:?}");
+
+    // Any repository mode: a bare-user copy made by the real ostree serves as well.
+    let bare_user = scratch.path().join("bare-user");
+    run_ok(ostree(&bare_user).args(["init", "--mode=bare-user"]));
+    run_ok(
+        ostree(&bare_user)
+            .arg("pull-local")
+            .arg(&updates)
+            .arg(BRANCH),
+    );
+    run_ok(admin(&s2).args(["upgrade", "--from"]).arg(&bare_user));
+    assert_eq!(deployments(&s2), [format!("{c2}.0"), format!("{c1}.0")]);
+    assert_eq!(motd(&s2, &format!("{c2}.0")), "v2\n");
+    run_ok(ostree(&s2.join("ostree/repo")).arg("fsck"));
 }
 
 #[test]
@@ -180,6 +195,7 @@ fn upgrade_from_a_static_delta_directory_or_superblock_file() {
     let c1 = commit(&updates, scratch.path(), BRANCH, "v1\n");
     let by_dir = sysroot_at(&scratch, "by-dir", &updates, &c1);
     let by_file = sysroot_at(&scratch, "by-file", &updates, &c1);
+    let from_scratch = sysroot_at(&scratch, "from-scratch", &updates, &c1);
     let c2 = commit(&updates, scratch.path(), BRANCH, "v2\n");
     run_ok(
         tl(&updates)
@@ -210,6 +226,39 @@ fn upgrade_from_a_static_delta_directory_or_superblock_file() {
         let out = upgrade_from(s, &from);
         assert_eq!(out.status.code(), Some(77), "{out:?}");
     }
+
+    // A from-scratch delta needs nothing from the machine; v2's parent is the deployed v1.
+    run_ok(
+        tl(&updates)
+            .args([
+                "static-delta",
+                "generate",
+                "--empty",
+                "--min-fallback-size=0",
+            ])
+            .arg(&c2),
+    );
+    // Its directory is the one whose name has no FROM- part.
+    let out = run_ok(
+        tool("find")
+            .arg(updates.join("deltas"))
+            .args(["-name", "superblock"]),
+    );
+    let scratch_delta = out
+        .lines()
+        .map(|l| Path::new(l).parent().unwrap().to_path_buf())
+        .find(|d| !d.file_name().unwrap().to_string_lossy().contains('-'))
+        .unwrap_or_else(|| panic!("no from-scratch delta in {out}"));
+    run_ok(
+        admin(&from_scratch)
+            .args(["upgrade", "--from"])
+            .arg(&scratch_delta),
+    );
+    assert_eq!(
+        deployments(&from_scratch),
+        [format!("{c2}.0"), format!("{c1}.0")]
+    );
+    run_ok(ostree(&from_scratch.join("ostree/repo")).arg("fsck"));
 }
 
 fn find_superblock(dir: &Path) -> PathBuf {
