@@ -766,50 +766,53 @@ fn vm_power_cut_during_an_upgrade_boots_a_complete_deployment_and_fsck_passes() 
     let (img, d1, v2) = v1_image_and_v2(scratch, &repo);
     let marker = |point: &str| format!("treeline: fault point {point} reached");
 
-    // Boot 1: the upgrade has copied v2, checked out its deployment and written the new
-    // boot entries, but not swapped the boot version: power cut.
-    let point = "write-after-entries";
-    let upd = update_disk(scratch, &repo, 1, &cut_step(point));
-    let s1 = boot_qemu_cut_at(
-        &vm_drives(&img, &upd),
-        &scratch.join("serial-1.log"),
-        &marker(point),
-    );
     let starting = |d: &str| format!("treeline-boot: starting deployment alpine/{d}");
-    assert!(s1.contains(&starting(&d1)), "{s1}");
+    // Boots 1 to 3: each cut at one point of the upgrade; the next one starts v1, the only
+    // deployment, complete, and the repository is sound.
+    //  - commit-during-rename: v2's objects half moved into objects/ (staging synced);
+    //  - write-after-entries: v2 copied, its deployment checked out, the new boot entries
+    //    written, the boot version not swapped;
+    //  - write-after-swap: right after the swap to the new boot version.
+    let points = [
+        "commit-during-rename",
+        "write-after-entries",
+        "write-after-swap",
+    ];
+    for (i, point) in points.iter().enumerate() {
+        let n = i + 1;
+        let check = if i == 0 { "" } else { FSCK_STEP };
+        let upd = update_disk(scratch, &repo, n, &format!("{check}{}", cut_step(point)));
+        let serial = boot_qemu_cut_at(
+            &vm_drives(&img, &upd),
+            &scratch.join(format!("serial-{n}.log")),
+            &marker(point),
+        );
+        assert!(serial.contains(&starting(&d1)), "boot {n}:\n{serial}");
+        assert_eq!(
+            guest_status(&serial),
+            [format!("* alpine {d1}")],
+            "boot {n}:\n{serial}"
+        );
+        if i > 0 {
+            assert!(
+                serial.contains("TL-FSCK-END rc=0"),
+                "fsck after the cut at {}:\n{serial}",
+                points[i - 1]
+            );
+        }
+    }
 
-    // Boot 2: v1, complete, is what boots; the repository is sound. Then power cut right
-    // after the swap to the new boot version.
-    let point = "write-after-swap";
-    let upd = update_disk(
-        scratch,
-        &repo,
-        2,
-        &format!("{FSCK_STEP}{}", cut_step(point)),
-    );
-    let s2 = boot_qemu_cut_at(
-        &vm_drives(&img, &upd),
-        &scratch.join("serial-2.log"),
-        &marker(point),
-    );
-    assert!(s2.contains(&starting(&d1)), "{s2}");
-    assert_eq!(guest_status(&s2), [format!("* alpine {d1}")], "{s2}");
+    // Boot 4: the new default, v2, complete, boots with v1 as its rollback; fsck passes.
+    let upd = update_disk(scratch, &repo, 4, FSCK_STEP);
+    let s4 = boot_qemu(&vm_drives(&img, &upd), &scratch.join("serial-4.log"));
+    assert_eq!(reported_version(&s4), "2", "{s4}");
+    let st4 = guest_status(&s4);
+    assert_eq!(st4.len(), 2, "{s4}");
+    assert!(st4[0].starts_with(&format!("* alpine {v2}.")), "{st4:?}");
+    assert_eq!(st4[1], format!("alpine {d1} (rollback)"), "{st4:?}");
     assert!(
-        s2.contains("TL-FSCK-END rc=0"),
-        "fsck after the first cut:\n{s2}"
-    );
-
-    // Boot 3: the new default, v2, complete, boots with v1 as its rollback; fsck passes.
-    let upd = update_disk(scratch, &repo, 3, FSCK_STEP);
-    let s3 = boot_qemu(&vm_drives(&img, &upd), &scratch.join("serial-3.log"));
-    assert_eq!(reported_version(&s3), "2", "{s3}");
-    let st3 = guest_status(&s3);
-    assert_eq!(st3.len(), 2, "{s3}");
-    assert!(st3[0].starts_with(&format!("* alpine {v2}.")), "{st3:?}");
-    assert_eq!(st3[1], format!("alpine {d1} (rollback)"), "{st3:?}");
-    assert!(
-        s3.contains("TL-FSCK-END rc=0"),
-        "fsck after the second cut:\n{s3}"
+        s4.contains("TL-FSCK-END rc=0"),
+        "fsck after the cut at write-after-swap:\n{s4}"
     );
 }
 
