@@ -126,6 +126,13 @@ pub struct UpgradeArgs {
     /// (`admin finalize-staged`); a reboot without it keeps the current default.
     #[arg(long)]
     stage: bool,
+    /// Take the update from PATH instead of the network: an OSTree repository directory
+    /// (any mode) holding the origin's ref, or a static delta (a directory with
+    /// `superblock` and its parts, or the superblock file) made by `static-delta
+    /// generate` whose target descends from the deployed commit. Objects are verified as
+    /// they are copied, and signatures too when the origin's remote requires them.
+    #[arg(long, value_name = "PATH")]
+    from: Option<PathBuf>,
 }
 
 /// The exit code of `upgrade` when the origin has nothing new (as rpm-ostree's).
@@ -542,15 +549,28 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
     };
     let repo = s.repo()?;
     let current = merge.checksum;
+    let offline = a
+        .from
+        .as_deref()
+        .map(treeline_pull::OfflineSource::open)
+        .transpose()?;
 
     // 1. Which commit the origin names now (commit objects only for a remote).
-    let target = match &source {
-        Source::Local(r) => {
+    let target = match (&source, &offline) {
+        (_, Some(off)) => offline_target(
+            &repo,
+            off,
+            &source,
+            &refspec,
+            override_commit.as_deref(),
+            current,
+        )?,
+        (Source::Local(r), None) => {
             let rev = override_commit.clone().unwrap_or_else(|| r.clone());
             repo.resolve_rev(&rev)
                 .with_context(|| format!("resolving {rev} in {}", repo.path().display()))?
         }
-        Source::Remote { remote, name } => {
+        (Source::Remote { remote, name }, None) => {
             let remote_cfg = treeline_pull::Remote::load(&repo, remote).with_context(|| {
                 format!(
                     "origin {refspec}: remote {remote:?} of {}",
@@ -629,7 +649,7 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
             .map(|v| format!(" (version {v})"))
             .unwrap_or_default()
     ));
-    if let Source::Remote { remote, name } = &source {
+    if let (Source::Remote { remote, name }, None) = (&source, &offline) {
         let rev = override_commit
             .clone()
             .unwrap_or_else(|| format!("{name}@{target}"));
@@ -648,7 +668,19 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
     }
 
     // 2. The objects, then the deployment.
-    if let Source::Remote { remote, name } = &source {
+    if let Some(off) = &offline {
+        say(format!("Copying {target} from {}", off.path().display()));
+        let written = {
+            let bar = crate::progress::Bar::new("copying");
+            off.fetch(&repo, &target, &bar)?
+        };
+        if override_commit.is_none() {
+            let spec = treeline_store::refs::RefSpec::parse(&refspec)?;
+            treeline_pull::OfflineSource::set_ref(&repo, &spec, &target)?;
+        }
+        say(format!("Copied {written} objects"));
+        report["objects_fetched"] = written.into();
+    } else if let Source::Remote { remote, name } = &source {
         let remote_cfg = treeline_pull::Remote::load(&repo, remote)?;
         let wanted = override_commit.clone().unwrap_or_else(|| name.clone());
         say(format!("Fetching {target} from {}", remote_cfg.url));
@@ -690,4 +722,58 @@ fn upgrade(root: &Path, a: UpgradeArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The commit an offline source (`upgrade --from PATH`) offers for the origin, checked:
+/// it must descend from the deployed commit and carry a valid signature when the
+/// origin's remote requires one. Nothing is copied yet.
+fn offline_target(
+    repo: &treeline_store::Repo,
+    off: &treeline_pull::OfflineSource,
+    source: &Source,
+    refspec: &str,
+    override_commit: Option<&str>,
+    current: treeline_store::Checksum,
+) -> Result<treeline_store::Checksum> {
+    let path = off.path().display();
+    let (name, remote) = match source {
+        Source::Remote { remote, name } => (name.as_str(), Some(remote.as_str())),
+        Source::Local(r) => (r.as_str(), None),
+    };
+    let target = match override_commit {
+        Some(c) => c
+            .parse()
+            .map_err(|_| anyhow!("origin override-commit {c:?} is not a checksum"))?,
+        None => off.target(name, remote)?,
+    };
+    if target == current {
+        return Ok(target);
+    }
+    if let Some(remote) = remote {
+        let cfg = treeline_pull::Remote::load(repo, remote).with_context(|| {
+            format!(
+                "origin {refspec}: remote {remote:?} of {}",
+                repo.path().display()
+            )
+        })?;
+        if cfg.sign_verify {
+            let keys = cfg
+                .public_keys()
+                .with_context(|| format!("remote {remote}"))?;
+            off.verify_signature(&target, &keys)
+                .with_context(|| format!("remote {remote} requires signed commits"))?;
+        } else if cfg.gpg_verify {
+            bail!(
+                "remote {remote}: gpg-verify is enabled but GPG verification is not \
+                 supported; use ed25519 (`--sign-verify`) or set gpg-verify=false"
+            );
+        }
+    }
+    if override_commit.is_none() && !off.descends_from(repo, &target, &current)? {
+        bail!(
+            "{path}: {target} is not a descendant of the deployed commit {current} of \
+             {refspec}; refusing to deploy it"
+        );
+    }
+    Ok(target)
 }

@@ -1,11 +1,12 @@
 //! `treeline image`: boot artifacts (docs/image.md): the initramfs from a tree's kernel
-//! modules, and disk images.
+//! modules, disk images and container root archives.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
+use treeline_image::container::{ArchiveFormat, ContainerOptions};
 use treeline_image::disk::{self, Bootloader, Format, ImageOptions, RemoteSpec};
 use treeline_image::initramfs::{self, Compression, InitramfsOptions};
 use treeline_image::layout::{Layout, parse_size};
@@ -23,6 +24,11 @@ enum ImageCommand {
     /// optional swap, and an ext4 root partition holding a sysroot with REF deployed and
     /// its repository, all written without mounting except for the extlinux install.
     Build(BuildArgs),
+    /// Build a container root archive (OpenVZ, LXC): a container sysroot (docs/container.md)
+    /// with REF deployed, its repository, and the static treeline-boot as /sbin/init, as
+    /// a tar archive or a squashfs image. Unpacked as the container's root, it starts the
+    /// deployment; `admin upgrade` and a restart run the next one.
+    Container(ContainerArgs),
     /// Build an initramfs from a tree's kernel modules (`modules.dep` and friends, as
     /// depmod writes them): the virtio, SCSI-disk and ext4 modules with everything they
     /// need, any --module, the init program as /init, and /dev, /proc, /sys, /sysroot.
@@ -103,6 +109,43 @@ struct BuildArgs {
     json: bool,
 }
 
+/// `image container` flags.
+#[derive(Args, Debug)]
+struct ContainerArgs {
+    /// The ref (or commit) of --repo to deploy.
+    #[arg(long = "ref", value_name = "REF")]
+    rev: String,
+    /// The archive to write (replaced atomically).
+    #[arg(long, short, value_name = "FILE")]
+    out: PathBuf,
+    /// The archive format.
+    #[arg(long, value_enum, default_value_t = ArchiveFormatArg::Tar)]
+    format: ArchiveFormatArg,
+    /// The stateroot (OS name; default: the ref's first component).
+    #[arg(long = "os", value_name = "OSNAME")]
+    os: Option<String>,
+    /// The statically linked treeline-boot to install as /sbin/init [default:
+    /// treeline-boot next to this program].
+    #[arg(long, value_name = "FILE", env = "TREELINE_BOOT")]
+    init: Option<PathBuf>,
+    /// Configure this remote URL in the archive's repository; the deployment's origin
+    /// becomes REMOTE:REF.
+    #[arg(long, value_name = "URL")]
+    remote_url: Option<String>,
+    /// The remote's name.
+    #[arg(long, default_value = "origin", value_name = "NAME")]
+    remote_name: String,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArchiveFormatArg {
+    Tar,
+    Squashfs,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum FormatArg {
     Raw,
@@ -125,6 +168,7 @@ enum CompressionArg {
 pub fn run(repo: Option<PathBuf>, args: ImageArgs) -> Result<ExitCode> {
     match args.command {
         ImageCommand::Build(b) => build(repo, b)?,
+        ImageCommand::Container(c) => container(repo, c)?,
         ImageCommand::Initramfs {
             root,
             init,
@@ -219,16 +263,7 @@ fn build(repo: Option<PathBuf>, b: BuildArgs) -> Result<()> {
         layout.disk_size =
             Some(parse_size(s).ok_or_else(|| anyhow!("--size {s:?}: expected e.g. 2G or 512M"))?);
     }
-    let os = match b.os {
-        Some(os) => os,
-        None => b
-            .rev
-            .split(['/', ':'])
-            .find(|c| !c.is_empty())
-            .filter(|c| treeline_sysroot::deployment::valid_stateroot(c))
-            .ok_or_else(|| anyhow!("--ref {:?} names no OS: give --os", b.rev))?
-            .to_owned(),
-    };
+    let os = stateroot_of(b.os, &b.rev)?;
     let opts = ImageOptions {
         repo: repo.clone(),
         rev: b.rev.clone(),
@@ -286,6 +321,65 @@ fn build(repo: Option<PathBuf>, b: BuildArgs) -> Result<()> {
         for (label, offset, size) in &r.partitions {
             println!("  {label}: {} MiB at {} MiB", size >> 20, offset >> 20);
         }
+    }
+    Ok(())
+}
+
+/// The stateroot given, else the ref's first component.
+fn stateroot_of(os: Option<String>, rev: &str) -> Result<String> {
+    match os {
+        Some(os) => Ok(os),
+        None => Ok(rev
+            .split(['/', ':'])
+            .find(|c| !c.is_empty())
+            .filter(|c| treeline_sysroot::deployment::valid_stateroot(c))
+            .ok_or_else(|| anyhow!("--ref {rev:?} names no OS: give --os"))?
+            .to_owned()),
+    }
+}
+
+fn container(repo: Option<PathBuf>, c: ContainerArgs) -> Result<()> {
+    let repo = repo.ok_or_else(|| anyhow!("image container needs --repo=PATH"))?;
+    let opts = ContainerOptions {
+        repo: repo.clone(),
+        rev: c.rev.clone(),
+        out: c.out.clone(),
+        format: match c.format {
+            ArchiveFormatArg::Tar => ArchiveFormat::Tar,
+            ArchiveFormatArg::Squashfs => ArchiveFormat::Squashfs,
+        },
+        stateroot: stateroot_of(c.os, &c.rev)?,
+        init: treeline_boot_program(c.init)?,
+        remote: c.remote_url.map(|url| RemoteSpec {
+            name: c.remote_name.clone(),
+            url,
+        }),
+    };
+    eprintln!(
+        "Building {} from {} of {}",
+        c.out.display(),
+        c.rev,
+        repo.display()
+    );
+    let r = treeline_image::container::build(&opts)
+        .with_context(|| format!("building container archive {}", c.out.display()))?;
+    if c.json {
+        let v = serde_json::json!({
+            "path": c.out,
+            "commit": r.commit,
+            "deployment": r.deployment,
+            "root_content": r.root_content,
+            "file_size": r.file_size,
+        });
+        println!("{v:#}");
+    } else {
+        println!(
+            "Wrote {} ({} MiB; root {} MiB): deployment {}",
+            c.out.display(),
+            r.file_size.div_ceil(1 << 20),
+            r.root_content.div_ceil(1 << 20),
+            r.deployment
+        );
     }
     Ok(())
 }

@@ -277,6 +277,16 @@ const REF: &str = "alpine/vm/x86_64";
 /// pass; returns the serial console. TCG: under nested KVM, SeaBIOS's handover to
 /// syslinux hits an emulation failure.
 fn boot_qemu(args: &[String], log: &Path) -> String {
+    run_qemu(args, log, None)
+}
+
+/// Like [`boot_qemu`], but cut the power (SIGKILL qemu: the guest's unwritten caches are
+/// lost) as soon as `marker` shows on the serial console; it must show.
+fn boot_qemu_cut_at(args: &[String], log: &Path, marker: &str) -> String {
+    run_qemu(args, log, Some(marker))
+}
+
+fn run_qemu(args: &[String], log: &Path, cut_at: Option<&str>) -> String {
     let mut qemu = tool("qemu-system-x86_64")
         .args([
             "-accel",
@@ -294,22 +304,34 @@ fn boot_qemu(args: &[String], log: &Path) -> String {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let read_log = || String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
     let status = loop {
         if let Some(s) = qemu.try_wait().unwrap() {
             break Some(s);
+        }
+        if let Some(m) = cut_at
+            && read_log().contains(m)
+        {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            let serial = read_log();
+            return serial;
         }
         if std::time::Instant::now() > deadline {
             let _ = qemu.kill();
             let _ = qemu.wait();
             break None;
         }
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let serial = String::from_utf8_lossy(&fs::read(log).unwrap()).into_owned();
+    let serial = read_log();
     assert!(
         status.is_some(),
         "qemu did not power off within 240 s; serial console:\n{serial}"
     );
+    if let Some(m) = cut_at {
+        panic!("{m:?} never showed on the console; serial console:\n{serial}");
+    }
     serial
 }
 
@@ -620,73 +642,95 @@ fn guest_status(serial: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-#[ignore = "three TCG boots of a VM, about 2.5 min: run with --ignored"]
-fn vm_upgrades_from_an_update_disk_then_rolls_back_across_reboots() {
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = scratch.path().join("repo");
-    commit_bootable_tree(scratch.path(), &repo, "1");
-    let v1 = run_ok(tl(&repo).args(["rev-parse", REF])).trim().to_owned();
-    let img = scratch.path().join("disk.img");
+/// An update disk for the VM (ext4 labelled `updates`, mounted on /mnt/updates by the
+/// report script): a copy of `repo` (no network in the guest) and `step.sh`, what the
+/// boot does next.
+fn update_disk(scratch: &Path, repo: &Path, n: usize, step: &str) -> std::path::PathBuf {
+    let dir = scratch.join(format!("updates-{n}"));
+    fs::create_dir_all(&dir).unwrap();
+    run_ok(tool("cp").arg("-a").arg(repo).arg(dir.join("repo")));
+    fs::write(dir.join("step.sh"), step).unwrap();
+    let upd = scratch.join(format!("updates-{n}.img"));
+    fs::File::create(&upd).unwrap().set_len(256 << 20).unwrap();
+    run_ok(
+        tool("mkfs.ext4")
+            .args(["-q", "-F", "-L", "updates", "-d"])
+            .arg(&dir)
+            .arg(&upd),
+    );
+    upd
+}
+
+fn vm_drives(img: &Path, upd: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio", img.display()),
+        "-drive".into(),
+        format!("file={},format=raw,if=virtio", upd.display()),
+    ]
+}
+
+/// The version the deployment's init reported.
+fn reported_version(serial: &str) -> String {
+    serial
+        .split("TL-VM-BEGIN version=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no report on the console:\n{serial}"))
+        .to_owned()
+}
+
+/// A guest step running `treeline admin ARGS`, its output and exit code between markers.
+fn admin_step(what: &str) -> String {
+    format!("echo TL-STEP-BEGIN; treeline admin {what} 2>&1; echo TL-STEP-END rc=$?\n")
+}
+
+/// An image of v1 (origin `origin:REF`, its remote a URL the guest cannot reach) and v2
+/// committed after it in `repo`; returns (image, v1's deployment, v2's commit).
+fn v1_image_and_v2(scratch: &Path, repo: &Path) -> (std::path::PathBuf, String, String) {
+    commit_bootable_tree(scratch, repo, "1");
+    let v1 = run_ok(tl(repo).args(["rev-parse", REF])).trim().to_owned();
+    let img = scratch.join("disk.img");
     let json = run_ok(
-        tl(&repo)
+        tl(repo)
             .args(["image", "build", "--ref", REF, "--json"])
             .args(["--karg", "console=ttyS0", "--karg", "panic=-1"])
-            .args(["--remote-url", "file:///mnt/updates/repo"])
+            .args(["--remote-url", "http://updates.invalid/repo"])
             .arg("--out")
             .arg(&img),
     );
     let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
     let d1 = summary["deployment"].as_str().unwrap().to_owned();
-    commit_bootable_tree(scratch.path(), &repo, "2");
-    let v2 = run_ok(tl(&repo).args(["rev-parse", REF])).trim().to_owned();
+    commit_bootable_tree(scratch, repo, "2");
+    let v2 = run_ok(tl(repo).args(["rev-parse", REF])).trim().to_owned();
     assert_ne!(v1, v2);
-    // The update disk: the repository with v2 (no network in the guest) and this boot's
-    // step, remade before every boot.
+    (img, d1, v2)
+}
+
+#[test]
+fn vm_upgrades_from_an_update_disk_then_rolls_back_across_reboots() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch.path();
+    let repo = scratch.join("repo");
+    let (img, d1, v2) = v1_image_and_v2(scratch, &repo);
     let boot = |n: usize, step: &str| -> String {
-        let dir = scratch.path().join(format!("updates-{n}"));
-        fs::create_dir_all(&dir).unwrap();
-        run_ok(tool("cp").arg("-a").arg(&repo).arg(dir.join("repo")));
-        fs::write(dir.join("step.sh"), step).unwrap();
-        let upd = scratch.path().join(format!("updates-{n}.img"));
-        fs::File::create(&upd).unwrap().set_len(256 << 20).unwrap();
-        run_ok(
-            tool("mkfs.ext4")
-                .args(["-q", "-F", "-L", "updates", "-d"])
-                .arg(&dir)
-                .arg(&upd),
-        );
+        let upd = update_disk(scratch, &repo, n, step);
         boot_qemu(
-            &[
-                "-drive".into(),
-                format!("file={},format=raw,if=virtio", img.display()),
-                "-drive".into(),
-                format!("file={},format=raw,if=virtio", upd.display()),
-            ],
-            &scratch.path().join(format!("serial-{n}.log")),
+            &vm_drives(&img, &upd),
+            &scratch.join(format!("serial-{n}.log")),
         )
     };
-    let version = |serial: &str| -> String {
-        serial
-            .split("TL-VM-BEGIN version=")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no report on the console:\n{serial}"))
-            .to_owned()
-    };
-    let step = |what: &str| {
-        format!("echo TL-STEP-BEGIN; treeline admin {what} 2>&1; echo TL-STEP-END rc=$?\n")
-    };
 
-    // Boot 1: v1, the only deployment; upgrade from the update disk.
-    let s1 = boot(1, &step("upgrade"));
-    assert_eq!(version(&s1), "1", "{s1}");
+    // Boot 1: v1, the only deployment; upgrade from the repository on the update disk.
+    let s1 = boot(1, &admin_step("upgrade --from /mnt/updates/repo"));
+    assert_eq!(reported_version(&s1), "1", "{s1}");
     assert_eq!(guest_status(&s1), [format!("* alpine {d1}")], "{s1}");
     assert!(s1.contains("TL-STEP-END rc=0"), "upgrade failed:\n{s1}");
+    assert!(s1.contains("Update available"), "{s1}");
 
     // Boot 2: v2 booted, v1 the rollback; roll back.
-    let s2 = boot(2, &step("rollback"));
-    assert_eq!(version(&s2), "2", "{s2}");
+    let s2 = boot(2, &admin_step("rollback"));
+    assert_eq!(reported_version(&s2), "2", "{s2}");
     let st2 = guest_status(&s2);
     assert_eq!(st2.len(), 2, "{s2}");
     assert!(st2[0].starts_with(&format!("* alpine {v2}.")), "{st2:?}");
@@ -695,8 +739,176 @@ fn vm_upgrades_from_an_update_disk_then_rolls_back_across_reboots() {
 
     // Boot 3: v1 booted again, v2 still there.
     let s3 = boot(3, "");
-    assert_eq!(version(&s3), "1", "{s3}");
+    assert_eq!(reported_version(&s3), "1", "{s3}");
     let st3 = guest_status(&s3);
     assert_eq!(st3[0], format!("* alpine {d1}"), "{s3}");
     assert!(st3[1].starts_with(&format!("alpine {v2}.")), "{st3:?}");
+}
+
+/// A guest step checking the repository with `treeline fsck`, its verdict between markers.
+const FSCK_STEP: &str = "echo TL-FSCK-BEGIN; treeline --repo=/ostree/repo fsck --quiet 2>&1; \
+                         echo TL-FSCK-END rc=$?\n";
+
+/// A guest step starting `upgrade --from` the update disk that stops at fault `point`
+/// and says so, for the host to cut the power there.
+fn cut_step(point: &str) -> String {
+    format!(
+        "TREELINE_FAULT={point} TREELINE_FAULT_MODE=hang treeline admin upgrade \
+         --from /mnt/updates/repo 2>&1\n"
+    )
+}
+
+#[test]
+fn vm_power_cut_during_an_upgrade_boots_a_complete_deployment_and_fsck_passes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch.path();
+    let repo = scratch.join("repo");
+    let (img, d1, v2) = v1_image_and_v2(scratch, &repo);
+    let marker = |point: &str| format!("treeline: fault point {point} reached");
+
+    let starting = |d: &str| format!("treeline-boot: starting deployment alpine/{d}");
+    // Boots 1 to 3: each cut at one point of the upgrade; the next one starts v1, the only
+    // deployment, complete, and the repository is sound.
+    //  - commit-during-rename: v2's objects half moved into objects/ (staging synced);
+    //  - write-after-entries: v2 copied, its deployment checked out, the new boot entries
+    //    written, the boot version not swapped;
+    //  - write-after-swap: right after the swap to the new boot version.
+    let points = [
+        "commit-during-rename",
+        "write-after-entries",
+        "write-after-swap",
+    ];
+    for (i, point) in points.iter().enumerate() {
+        let n = i + 1;
+        let check = if i == 0 { "" } else { FSCK_STEP };
+        let upd = update_disk(scratch, &repo, n, &format!("{check}{}", cut_step(point)));
+        let serial = boot_qemu_cut_at(
+            &vm_drives(&img, &upd),
+            &scratch.join(format!("serial-{n}.log")),
+            &marker(point),
+        );
+        assert!(serial.contains(&starting(&d1)), "boot {n}:\n{serial}");
+        assert_eq!(
+            guest_status(&serial),
+            [format!("* alpine {d1}")],
+            "boot {n}:\n{serial}"
+        );
+        if i > 0 {
+            assert!(
+                serial.contains("TL-FSCK-END rc=0"),
+                "fsck after the cut at {}:\n{serial}",
+                points[i - 1]
+            );
+        }
+    }
+
+    // Boot 4: the new default, v2, complete, boots with v1 as its rollback; fsck passes.
+    let upd = update_disk(scratch, &repo, 4, FSCK_STEP);
+    let s4 = boot_qemu(&vm_drives(&img, &upd), &scratch.join("serial-4.log"));
+    assert_eq!(reported_version(&s4), "2", "{s4}");
+    let st4 = guest_status(&s4);
+    assert_eq!(st4.len(), 2, "{s4}");
+    assert!(st4[0].starts_with(&format!("* alpine {v2}.")), "{st4:?}");
+    assert_eq!(st4[1], format!("alpine {d1} (rollback)"), "{st4:?}");
+    assert!(
+        s4.contains("TL-FSCK-END rc=0"),
+        "fsck after the cut at write-after-swap:\n{s4}"
+    );
+}
+
+/// Unpack a container archive (tar, or squashfs through unsquashfs) into `dest`, keeping
+/// owners, modes and xattrs as a container runtime would.
+fn unpack_container(archive: &Path, squashfs: bool, dest: &Path) {
+    if squashfs {
+        run_ok(
+            tool("unsquashfs")
+                .args(["-no-progress", "-d"])
+                .arg(dest)
+                .arg(archive),
+        );
+    } else {
+        fs::create_dir_all(dest).unwrap();
+        run_ok(
+            tool("tar")
+                .args([
+                    "--extract",
+                    "--numeric-owner",
+                    "--same-permissions",
+                    "--xattrs",
+                ])
+                .args(["--xattrs-include=*", "--file"])
+                .arg(archive)
+                .arg("--directory")
+                .arg(dest),
+        );
+    }
+}
+
+#[test]
+fn container_archive_runs_as_a_container_and_upgrades_from_a_repository() {
+    use common::container as ct;
+    let scratch = SysrootScratch::new();
+    // The build machine's repository (at build/ostree/repo, where the compose helper
+    // puts commits), v1 on the ref.
+    let build = scratch.path().join("build");
+    let repo = build.join("ostree/repo");
+    fs::create_dir_all(&repo).unwrap();
+    run_ok(ostree(&repo).args(["init", "--mode=bare"]));
+    let work = scratch.path().join("work");
+    let c1 = ct::compose(&build, &work, "v1");
+    let archive = |format: &str, out: &Path| -> serde_json::Value {
+        let json = run_ok(
+            tl(&repo)
+                .args(["image", "container", "--json", "--ref", ct::REF])
+                .args(["--format", format, "--init"])
+                .arg(static_boot())
+                .arg("--out")
+                .arg(out),
+        );
+        serde_json::from_str(&json).unwrap()
+    };
+    let tar = scratch.path().join("ct.tar");
+    let summary = archive("tar", &tar);
+    assert_eq!(summary["commit"], c1.as_str(), "{summary}");
+    let d1 = format!("{c1}.0");
+    assert_eq!(summary["deployment"], d1.as_str(), "{summary}");
+    assert_eq!(
+        summary["file_size"].as_u64().unwrap(),
+        fs::metadata(&tar).unwrap().len()
+    );
+
+    // Unpacked as a container's root: treeline-boot as /sbin/init starts v1.
+    let root = scratch.path().join("ct-tar");
+    unpack_container(&tar, false, &root);
+    let st: serde_json::Value =
+        serde_json::from_str(&run_ok(admin(&root).args(["status", "--json"]))).unwrap();
+    assert_eq!(st["container"], true, "{st}");
+    assert_eq!(st["deployments"][0]["id"], d1.as_str(), "{st}");
+    assert_eq!(
+        ct::boot(&root, ct::Root::Chroot),
+        ct::expected_report(&root, &d1, "v1")
+    );
+
+    // v2 reaches it as a repository on a disk: upgrade --from, restart, v2 runs.
+    let c2 = ct::compose(&build, &work, "v2");
+    run_ok(admin(&root).args(["upgrade", "--from"]).arg(&repo));
+    let d2 = format!("{c2}.0");
+    assert_eq!(
+        ct::boot(&root, ct::Root::MountPoint),
+        ct::expected_report(&root, &d2, "v2")
+    );
+    run_ok(tl(&root.join("ostree/repo")).arg("fsck"));
+
+    // squashfs: the same root, now of v2, unpacked and started.
+    let sqfs = scratch.path().join("ct.squashfs");
+    let summary = archive("squashfs", &sqfs);
+    assert_eq!(summary["commit"], c2.as_str(), "{summary}");
+    let magic = fs::read(&sqfs).unwrap();
+    assert_eq!(&magic[..4], b"hsqs", "not a squashfs image");
+    let root = scratch.path().join("ct-squashfs");
+    unpack_container(&sqfs, true, &root);
+    assert_eq!(
+        ct::boot(&root, ct::Root::Chroot),
+        ct::expected_report(&root, &d2, "v2")
+    );
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod container;
+
 /// The treeline binary under test.
 pub fn treeline() -> Command {
     Command::new(env!("CARGO_BIN_EXE_treeline"))

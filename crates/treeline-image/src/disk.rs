@@ -124,7 +124,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     result
 }
 
-fn parent_dir(p: &Path) -> &Path {
+pub(crate) fn parent_dir(p: &Path) -> &Path {
     p.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -360,7 +360,7 @@ fn stage_sysroot(opts: &ImageOptions, dir: &Path) -> Result<(String, String)> {
 }
 
 /// Bytes a tree takes on disk, each hardlinked inode once.
-fn tree_bytes(root: &Path) -> Result<u64> {
+pub(crate) fn tree_bytes(root: &Path) -> Result<u64> {
     let mut seen = std::collections::HashSet::new();
     let mut total = 0;
     let mut stack = vec![root.to_path_buf()];
@@ -381,7 +381,7 @@ fn tree_bytes(root: &Path) -> Result<u64> {
 }
 
 /// Run a tool, feeding `stdin`; its standard error becomes the error.
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<()> {
     let name = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),

@@ -1,6 +1,7 @@
 //! Boot artifacts for treeline trees: the initramfs built from a tree's own kernel
 //! modules ([`initramfs`]), and GPT disk images holding a sysroot with a deployed commit
-//! and a boot loader ([`disk`]).
+//! and a boot loader ([`disk`]), and container root archives with `treeline-boot` as init
+//! ([`container`]).
 //!
 //! ```no_run
 //! use std::path::PathBuf;
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod container;
 pub mod disk;
 pub mod error;
 pub mod initramfs;

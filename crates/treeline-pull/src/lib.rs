@@ -5,9 +5,11 @@
 
 pub mod fetch;
 pub mod local;
+pub mod offline;
 pub mod pull;
 pub mod remote;
 
+pub use offline::OfflineSource;
 pub use pull::{DeltaPlan, PullOptions, PullPlan, PullReport, TargetPlan, plan, pull};
 pub use remote::Remote;
 
@@ -39,6 +41,14 @@ pub enum Error {
         /// The URL requested.
         url: String,
         /// What went wrong.
+        message: String,
+    },
+    /// An offline update source (`upgrade --from PATH`) is unusable.
+    #[error("{}: {message}", path.display())]
+    Offline {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
         message: String,
     },
     /// Something the server sent is not acceptable (bad checksum, too large, bad format).
