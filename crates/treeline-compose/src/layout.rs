@@ -104,7 +104,7 @@ pub fn apply(root: &Path, kernel: Option<&str>, fallback_os_release: &str) -> Re
 }
 
 /// Moves `/bin`, `/sbin`, `/lib*` into `/usr` and leaves symlinks.
-fn usr_merge(root: &Path, collapsed: &mut Vec<String>) -> Result<()> {
+pub(crate) fn usr_merge(root: &Path, collapsed: &mut Vec<String>) -> Result<()> {
     std::fs::create_dir_all(root.join("usr")).map_err(io_err(root))?;
     for d in MERGED {
         let top = root.join(d);
