@@ -99,14 +99,15 @@ impl DebPackage {
                 continue;
             }
             if name == "control" {
-                control = Some(
-                    parse_single(&value.data, format!("{label}/control")).map_err(|e| {
-                        Error::Package {
-                            package: label.clone(),
-                            message: e.to_string(),
-                        }
-                    })?,
-                );
+                // Checked with the strict parser; the values dpkg keeps (a first line's
+                // trailing blanks included) come from the raw text.
+                parse_single(&value.data, format!("{label}/control")).map_err(|e| {
+                    Error::Package {
+                        package: label.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                control = Some(raw_stanza(&String::from_utf8_lossy(&value.data)));
             } else {
                 members.insert(name.clone(), value.data.clone());
             }
@@ -270,6 +271,26 @@ impl DebPackage {
     pub fn owners(&self) -> &[(String, String, String)] {
         &self.owners
     }
+}
+
+/// One stanza's fields with values as dpkg keeps them: leading blanks of the first line
+/// dropped, trailing ones kept, continuation lines verbatim after `\n`.
+fn raw_stanza(text: &str) -> Stanza {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = fields.last_mut() {
+                v.push('\n');
+                v.push_str(line);
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push((
+                name.to_owned(),
+                value.trim_start_matches([' ', '\t']).to_owned(),
+            ));
+        }
+    }
+    Stanza { line: 1, fields }
 }
 
 /// MD5 of a file, hex.
@@ -569,6 +590,7 @@ pub fn configure(sandbox: &Sandbox, root: &Path, packages: &[DebPackage]) -> Res
             &env,
         )?;
     }
+    tracing::info!("preinst scripts run");
     resolve_owners(root, packages)?;
     let env = script_env(None, &dpkg_version, &epoch);
     let args: Vec<String> = [
@@ -680,13 +702,20 @@ mod tests {
                 ..PackageMeta::default()
             },
             commit: Checksum::of(b""),
-            control: parse_single(control.as_bytes(), "c").unwrap(),
+            control: raw_stanza(control),
             members: members
                 .iter()
                 .map(|(n, d)| ((*n).to_owned(), d.as_bytes().to_vec()))
                 .collect(),
             owners: Vec::new(),
         }
+    }
+
+    #[test]
+    fn raw_values_keep_trailing_blanks_of_the_first_line() {
+        let s = raw_stanza("Package: x\nDescription: short \n long\n .\nConffiles:\n /etc/a 1\n");
+        assert_eq!(s.get("Description"), Some("short \n long\n ."));
+        assert_eq!(s.get("Conffiles"), Some("\n /etc/a 1"));
     }
 
     #[test]

@@ -590,6 +590,7 @@ fn assemble_deb(
     commits: &[Checksum],
     root: &Path,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let mut debs = Vec::with_capacity(packages.len());
     for (meta, commit) in packages.iter().zip(commits) {
         let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
@@ -597,9 +598,12 @@ fn assemble_deb(
         debs.push(pkg);
     }
     layout::usr_merge(root, &mut Vec::new())?;
+    tracing::info!(packages = debs.len(), elapsed = ?started.elapsed(), "extracted");
     dpkg::write_unpacked(repo, root, arch, &debs)?;
+    tracing::info!(elapsed = ?started.elapsed(), "dpkg database written");
     let sandbox = script::Sandbox::detect();
     dpkg::configure(&sandbox, root, &debs)?;
+    tracing::info!(elapsed = ?started.elapsed(), "configured");
     dpkg::clean(root)?;
     // apt's sources: the ones the packages came from, as one-line entries.
     let list: String = sources
@@ -761,6 +765,7 @@ fn commit_root(
         metadata.insert(&k, v);
     }
 
+    let started = std::time::Instant::now();
     let txn = repo.begin().map_err(store_err("starting a transaction"))?;
     let modifier = CommitModifier::default().for_repo(repo);
     let tree = tree_from_dir(&txn, root, &modifier, &NoProgress)
@@ -768,6 +773,7 @@ fn commit_root(
     let written = tree
         .write(&txn)
         .map_err(store_err("writing the composed tree"))?;
+    tracing::info!(elapsed = ?started.elapsed(), "tree written");
 
     if let (Some(p), Some(prev)) = (&parent, &parent_commit)
         && !opts.force
