@@ -194,10 +194,29 @@ fn mmdebstrap_reference(scratch: &Path, packages: &BTreeSet<String>) -> PathBuf 
 /// Every path under `root` (not following symlinks), relative, with its kind
 /// (`d`, `f`, `l`, `o`).
 fn paths(root: &Path) -> BTreeMap<String, char> {
-    snapshot(root, false, false)
-        .into_iter()
-        .map(|(p, e)| (p, e.kind))
-        .collect()
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, char>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let ft = fs::symlink_metadata(&p).unwrap().file_type();
+            let kind = if ft.is_dir() {
+                'd'
+            } else if ft.is_symlink() {
+                'l'
+            } else if ft.is_file() {
+                'f'
+            } else {
+                'o'
+            };
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, kind);
+            if kind == 'd' {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
 }
 
 /// Whether `rel` reaches something in `root` through the tree's own symlinks, resolved
@@ -307,7 +326,7 @@ fn compose_debian_minimal_gives_a_tree_dpkg_and_apt_accept() {
     // Scripts ran: dash's preinst diverted /bin/sh, openssh-server's postinst made its
     // privilege-separation user and enabled its unit; no service was started and the
     // stubs that prevented it are gone.
-    let diversions = fs::read_to_string(root.join("var/lib/dpkg/diversions")).unwrap();
+    let diversions = fs::read_to_string(root.join("usr/lib/sysimage/dpkg/diversions")).unwrap();
     assert!(
         diversions.contains("/bin/sh\n/bin/sh.distrib\ndash\n"),
         "{diversions}"
@@ -399,8 +418,42 @@ fn compose_debian_minimal_gives_a_tree_dpkg_and_apt_accept() {
         assert_eq!(list, &their_lists[name], "info/{name}");
     }
 
-    // Composing again changes nothing: the tree is reproducible, no new commit.
+    // Composing again changes nothing: no new commit (this compose starts from the
+    // configured root the first one kept).
     let again = compose_json(&repo, &treefile, &cache, &[]);
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(again["commit"], commit.as_str());
+    // Reproducible from scratch: a fresh repository gives the same commit.
+    let repo2 = scratch.path().join("repo2");
+    run_ok(ostree(&repo2).args(["init", "--mode=bare"]));
+    let other = compose_json(&repo2, &treefile, &cache, &[]);
+    assert_eq!(other["commit"], commit.as_str(), "a fresh compose differs");
+
+    // Adding a package makes a child commit that differs by exactly that package, with
+    // the package configured on top (its postinst made it the pager alternative).
+    let plus = write_treefile(scratch.path(), &["systemd", "openssh-server", "less"]);
+    let child = compose_json(&repo, &plus, &cache, &[]);
+    assert_eq!(child["changed"], true, "{child}");
+    assert_eq!(child["parent"], commit.as_str());
+    let added = child["changes"]["added"].as_array().unwrap();
+    assert_eq!(added.len(), 1, "{child}");
+    assert_eq!(added[0]["name"], "less");
+    assert!(child["changes"]["removed"].as_array().unwrap().is_empty());
+    assert!(child["changes"]["changed"].as_array().unwrap().is_empty());
+    let diff = run_ok(tl(&repo).args(["db", "diff", &commit, child["commit"].as_str().unwrap()]));
+    assert_eq!(diff.lines().count(), 1, "{diff}");
+    assert!(diff.starts_with("+ less "), "{diff}");
+    let root2 = scratch.path().join("checkout2");
+    deployment_root(&repo, child["commit"].as_str().unwrap(), &root2);
+    assert_eq!(in_root(&root2, &["dpkg", "--audit"]), "", "dpkg --audit");
+    assert!(
+        in_root(&root2, &["dpkg", "-l", "less"])
+            .lines()
+            .any(|l| l.starts_with("ii  less "))
+    );
+    assert_eq!(in_root(&root2, &["dpkg", "--verify"]), "", "dpkg --verify");
+    assert_eq!(
+        fs::read_link(root2.join("etc/alternatives/pager")).unwrap(),
+        Path::new("/usr/bin/less")
+    );
 }

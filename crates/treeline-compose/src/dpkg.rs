@@ -10,7 +10,7 @@
 //! rewrites the status as `install ok installed`. While it runs, `policy-rc.d` refuses
 //! every service start and `start-stop-daemon` is a no-op, so nothing starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -343,7 +343,15 @@ fn mkdirs(path: &Path) -> Result<()> {
 /// scripts and every other control member, `format`), the trigger interests
 /// (`triggers/File`, one file per explicit trigger name, empty `Unincorp`), and empty
 /// `available`, `diversions`, `statoverride`, and `arch` (the native architecture).
-pub fn write_unpacked(repo: &Repo, root: &Path, arch: &str, packages: &[DebPackage]) -> Result<()> {
+///
+/// With `append`, the database is already there (a stage): the packages are added to it.
+pub fn write_unpacked(
+    repo: &Repo,
+    root: &Path,
+    arch: &str,
+    packages: &[DebPackage],
+    append: bool,
+) -> Result<()> {
     let admin = root.join(ADMINDIR);
     let info = admin.join("info");
     let triggers = admin.join("triggers");
@@ -356,10 +364,19 @@ pub fn write_unpacked(repo: &Repo, root: &Path, arch: &str, packages: &[DebPacka
     ] {
         mkdirs(d)?;
     }
-    write(&admin.join("arch"), format!("{arch}\n").as_bytes(), 0o644)?;
+    if !append {
+        write(&admin.join("arch"), format!("{arch}\n").as_bytes(), 0o644)?;
+    }
+    let existing = |p: &Path| -> Result<String> {
+        if append && p.exists() {
+            std::fs::read_to_string(p).map_err(io_err(p))
+        } else {
+            Ok(String::new())
+        }
+    };
     let mut sorted: Vec<&DebPackage> = packages.iter().collect();
     sorted.sort_by(|a, b| a.meta.name.cmp(&b.meta.name).then(a.arch().cmp(b.arch())));
-    let mut status = String::new();
+    let mut status = existing(&admin.join("status"))?;
     let mut file_interests = Vec::new();
     let mut named_interests: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pkg in sorted {
@@ -428,18 +445,22 @@ pub fn write_unpacked(repo: &Repo, root: &Path, arch: &str, packages: &[DebPacka
         }
     }
     write(&info.join("format"), b"1\n", 0o644)?;
-    let mut file = file_interests.join("\n");
-    if !file.is_empty() {
+    let mut file = existing(&triggers.join("File"))?;
+    for line in file_interests {
+        file.push_str(&line);
         file.push('\n');
     }
     write(&triggers.join("File"), file.as_bytes(), 0o644)?;
-    write(&triggers.join("Unincorp"), b"", 0o644)?;
+    if !triggers.join("Unincorp").exists() {
+        write(&triggers.join("Unincorp"), b"", 0o644)?;
+    }
     for (name, who) in named_interests {
-        write(
-            &triggers.join(&name),
-            format!("{}\n", who.join("\n")).as_bytes(),
-            0o644,
-        )?;
+        let mut text = existing(&triggers.join(&name))?;
+        for w in who {
+            text.push_str(&w);
+            text.push('\n');
+        }
+        write(&triggers.join(&name), text.as_bytes(), 0o644)?;
     }
     Ok(())
 }
@@ -563,13 +584,14 @@ impl Drop for Quiet<'_> {
 /// Runs every package's `preinst install` in install order, then `dpkg --configure
 /// --pending` of the tree itself, in the sandbox with no service starting. A failing
 /// script is an error naming the package and the script.
-pub fn configure(sandbox: &Sandbox, root: &Path, packages: &[DebPackage]) -> Result<()> {
+/// `dpkg_version` is the version of the tree's dpkg.
+pub fn configure(
+    sandbox: &Sandbox,
+    root: &Path,
+    packages: &[DebPackage],
+    dpkg_version: &str,
+) -> Result<()> {
     let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| "0".to_owned());
-    let dpkg_version = packages
-        .iter()
-        .find(|p| p.meta.name == "dpkg")
-        .map(|p| p.meta.version.clone())
-        .unwrap_or_default();
     let quiet = Quiet::install(root)?;
     for pkg in packages {
         if pkg.script("preinst").is_none() {
@@ -578,7 +600,7 @@ pub fn configure(sandbox: &Sandbox, root: &Path, packages: &[DebPackage]) -> Res
         let db = pkg.db_name();
         let env = script_env(
             Some((&pkg.meta.name, pkg.arch(), "preinst")),
-            &dpkg_version,
+            dpkg_version,
             &epoch,
         );
         sandbox.exec(
@@ -592,7 +614,7 @@ pub fn configure(sandbox: &Sandbox, root: &Path, packages: &[DebPackage]) -> Res
     }
     tracing::info!("preinst scripts run");
     resolve_owners(root, packages)?;
-    let env = script_env(None, &dpkg_version, &epoch);
+    let env = script_env(None, dpkg_version, &epoch);
     let args: Vec<String> = [
         "--force-confdef",
         "--force-confold",
@@ -605,6 +627,58 @@ pub fn configure(sandbox: &Sandbox, root: &Path, packages: &[DebPackage]) -> Res
         .exec(root, "dpkg", "--configure", "/usr/bin/dpkg", &args, &env)
         .map_err(name_failed_script)?;
     quiet.restore()
+}
+
+/// Activates, for packages unpacked on top of a configured tree, the triggers dpkg's
+/// unpacking would have: the file triggers whose interest path holds one of their
+/// paths, and the explicit triggers their `activate` directives name (when some package
+/// is interested). They are processed by the following `dpkg --configure --pending`.
+pub fn activate_triggers(
+    sandbox: &Sandbox,
+    repo: &Repo,
+    root: &Path,
+    packages: &[DebPackage],
+) -> Result<()> {
+    let triggers = root.join(ADMINDIR).join("triggers");
+    let file = std::fs::read_to_string(triggers.join("File")).unwrap_or_default();
+    let interests: Vec<&str> = file.lines().filter_map(|l| l.split(' ').next()).collect();
+    let mut names = BTreeSet::new();
+    for pkg in packages {
+        let list = pkg.list(repo)?;
+        for i in &interests {
+            let under = format!("{}/", i.trim_end_matches('/'));
+            if list.iter().any(|p| p == i || p.starts_with(&under)) {
+                names.insert((*i).to_owned());
+            }
+        }
+        if let Some(t) = pkg.members.get("triggers") {
+            for line in String::from_utf8_lossy(t).lines() {
+                let mut words = line.split_whitespace();
+                if let (Some("activate" | "activate-await" | "activate-noawait"), Some(n)) =
+                    (words.next(), words.next())
+                    && triggers.join(n).is_file()
+                {
+                    names.insert(n.to_owned());
+                }
+            }
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut script = String::from("#!/bin/sh\nset -e\n");
+    for n in &names {
+        let _ = writeln!(script, "dpkg-trigger --no-await '{}'", n.replace('\'', ""));
+    }
+    sandbox.run_script(
+        root,
+        "dpkg",
+        "dpkg-trigger",
+        "/tmp/treeline-activate-triggers",
+        script.as_bytes(),
+        &[],
+    )?;
+    Ok(())
 }
 
 /// A failed `dpkg --configure` names the package and script dpkg reported.

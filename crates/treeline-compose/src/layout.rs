@@ -29,7 +29,7 @@ pub const FACTORY_VAR: &str = "usr/share/factory/var";
 pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
 
 /// Toplevel directories merged into `/usr`.
-const MERGED: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub(crate) const MERGED: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// State directories that are symlinks into `/var` on OSTree systems: (path, link
 /// target, directory under `/var`, mode when created).

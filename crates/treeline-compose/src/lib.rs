@@ -34,10 +34,11 @@ pub mod dpkg;
 pub mod features;
 pub mod layout;
 pub mod script;
+pub mod stage;
 pub mod treefile;
 pub mod version;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -139,6 +140,9 @@ pub struct ComposeOptions {
     pub dry_run: bool,
     /// Commit even when nothing changed.
     pub force: bool,
+    /// Debian: assemble from scratch, not from a configured root of an earlier compose
+    /// ([`stage`]).
+    pub fresh: bool,
     /// Downloads in flight at once (0 = 8).
     pub jobs: usize,
     /// Progress of downloads (default: nothing shown).
@@ -533,7 +537,10 @@ fn assemble_and_commit(
     }
     match tf.distribution {
         Distribution::Alpine => assemble_apk(repo, tf, packages, commits, root)?,
-        Distribution::Debian => assemble_deb(repo, &tf.arch, sources, packages, commits, root)?,
+        Distribution::Debian => {
+            let reuse = !opts.fresh && tf.base.is_none();
+            assemble_deb(repo, &tf.arch, sources, packages, commits, root, reuse)?
+        }
     }
     finish_root(root, tf)?;
     let id = tf.distribution.name();
@@ -582,6 +589,9 @@ fn assemble_apk(
 /// Debian: extract every package, merge /usr (as a merged-/usr debootstrap has it
 /// before the first package), write the dpkg database with everything unpacked, run
 /// the preinst scripts and `dpkg --configure`, then drop per-machine and per-run state.
+/// With `reuse`, start from the largest configured root of an earlier compose whose
+/// packages are all wanted ([`stage`]) and do this for the other packages only.
+#[allow(clippy::too_many_arguments)]
 fn assemble_deb(
     repo: &Repo,
     arch: &str,
@@ -589,22 +599,71 @@ fn assemble_deb(
     packages: &[&PackageMeta],
     commits: &[Checksum],
     root: &Path,
+    reuse: bool,
 ) -> Result<()> {
     let started = std::time::Instant::now();
+    let ids: BTreeSet<String> = packages.iter().map(|p| stage::identity(p)).collect();
+    let reused = if reuse { stage::find(repo, &ids) } else { None };
     let mut debs = Vec::with_capacity(packages.len());
-    for (meta, commit) in packages.iter().zip(commits) {
-        let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
-        dpkg::extract(repo, &pkg, root)?;
-        debs.push(pkg);
+    match &reused {
+        Some(s) => {
+            stage::restore(repo, s, root)?;
+            let fresh = root.with_file_name("fresh");
+            std::fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
+            for (meta, commit) in packages.iter().zip(commits) {
+                if !s.packages.contains(&stage::identity(meta)) {
+                    let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
+                    dpkg::extract(repo, &pkg, &fresh)?;
+                    debs.push(pkg);
+                }
+            }
+            layout::usr_merge(&fresh, &mut Vec::new())?;
+            for d in layout::MERGED {
+                let link = fresh.join(d);
+                if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+                    std::fs::remove_file(&link).map_err(io_err(&link))?;
+                }
+            }
+            stage::move_into(&fresh, root)?;
+            let _ = std::fs::remove_dir_all(&fresh);
+            tracing::info!(
+                stage = %s.commit.to_hex(),
+                new = debs.len(),
+                elapsed = ?started.elapsed(),
+                "restored a configured root"
+            );
+        }
+        None => {
+            for (meta, commit) in packages.iter().zip(commits) {
+                let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
+                dpkg::extract(repo, &pkg, root)?;
+                debs.push(pkg);
+            }
+            layout::usr_merge(root, &mut Vec::new())?;
+            tracing::info!(packages = debs.len(), elapsed = ?started.elapsed(), "extracted");
+        }
     }
-    layout::usr_merge(root, &mut Vec::new())?;
-    tracing::info!(packages = debs.len(), elapsed = ?started.elapsed(), "extracted");
-    dpkg::write_unpacked(repo, root, arch, &debs)?;
-    tracing::info!(elapsed = ?started.elapsed(), "dpkg database written");
-    let sandbox = script::Sandbox::detect();
-    dpkg::configure(&sandbox, root, &debs)?;
-    tracing::info!(elapsed = ?started.elapsed(), "configured");
-    dpkg::clean(root)?;
+    if !debs.is_empty() {
+        dpkg::write_unpacked(repo, root, arch, &debs, reused.is_some())?;
+        tracing::info!(elapsed = ?started.elapsed(), "dpkg database written");
+        let sandbox = script::Sandbox::detect();
+        if reused.is_some() {
+            dpkg::activate_triggers(&sandbox, repo, root, &debs)?;
+        }
+        let dpkg_version = packages
+            .iter()
+            .find(|p| p.name == "dpkg")
+            .map(|p| p.version.as_str())
+            .unwrap_or_default();
+        dpkg::configure(&sandbox, root, &debs, dpkg_version)?;
+        tracing::info!(elapsed = ?started.elapsed(), "configured");
+        dpkg::clean(root)?;
+        // Only an optimisation: a root that cannot be kept is assembled again next time.
+        if let Err(e) = stage::save(repo, root, &ids) {
+            tracing::warn!("not keeping the configured root for later composes: {e}");
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "stage kept");
+    }
     // apt's sources: the ones the packages came from, as one-line entries.
     let list: String = sources
         .iter()
