@@ -58,6 +58,23 @@ const ONLY_IN_MMDEBSTRAP: &[(&str, &str)] = &[
         "logs are per machine (/var is state made at first boot)",
     ),
     ("var/cache/ldconfig/aux-cache", "ldconfig's stat cache"),
+    (
+        "var/cache/debconf/config.dat-old",
+        "debconf's backups; removed so recomposing is reproducible",
+    ),
+    ("var/cache/debconf/templates.dat-old", "likewise"),
+    (
+        "etc/fstab",
+        "written by mmdebstrap itself, not by a package (an image builder's job)",
+    ),
+    (
+        "etc/hostname",
+        "copied by mmdebstrap from the build host; the treefile's `hostname` sets it",
+    ),
+    (
+        "etc/resolv.conf",
+        "copied by mmdebstrap from the build host: per machine",
+    ),
 ];
 
 /// Paths only the composed tree (as deployed) has, each with why.
@@ -78,7 +95,17 @@ const ONLY_IN_COMPOSE: &[(&str, &str)] = &[
         "usr/lib/tmpfiles.d/treeline-var.conf",
         "describes /var for first boot (layout step 7)",
     ),
+    ("usr/lib/sysimage", "the parent of the dpkg database"),
+    ("usr/share/factory", "the parent of /var's files"),
+    (
+        "var/cache/apt/",
+        "`apt-get check` in this test builds apt's caches (mmdebstrap's apt did too)",
+    ),
     ("sysroot", "OSTree's mount point of the physical root"),
+    (
+        "run/media",
+        "/media links to run/media, made at boot from tmpfiles.d (layout step 4)",
+    ),
     ("ostree", "OSTree's link into /sysroot"),
     (
         "var/roothome",

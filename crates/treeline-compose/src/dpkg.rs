@@ -716,8 +716,8 @@ fn name_failed_script(e: script::Error) -> Error {
 
 /// Paths scripts leave that make trees differ from run to run or that must be made per
 /// machine: removed after configuration (host keys are generated at first boot, logs
-/// and caches are state, `*-old` are dpkg's backups), and `/etc/machine-id` emptied so
-/// systemd makes one at first boot.
+/// and caches are state, `*-old` are dpkg's backups, `/run` and `/tmp` are tmpfs), and
+/// `/etc/machine-id` emptied so systemd makes one at first boot.
 pub fn clean(root: &Path) -> Result<()> {
     let globbed = [
         ("etc/ssh", "ssh_host_"),
@@ -752,6 +752,22 @@ pub fn clean(root: &Path) -> Result<()> {
         let p = root.join(rel);
         if std::fs::symlink_metadata(&p).is_ok() {
             std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    // /run and /tmp are tmpfs on a booted system: what scripts left there goes.
+    for dir in ["run", "tmp"] {
+        let d = root.join(dir);
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.map_err(io_err(&d))?.path();
+            let removed = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            removed.map_err(io_err(&p))?;
         }
     }
     let machine_id = root.join("etc/machine-id");

@@ -414,7 +414,9 @@ pub fn host_mirror(suite: &str, arch: &str) -> Result<String> {
 /// Runs the whole pipeline for `tf` into `repo`.
 pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result<Outcome> {
     let cache = Cache::new(opts.cache_dir.clone().unwrap_or_else(Cache::default_dir));
+    let started = std::time::Instant::now();
     let resolved = resolve(tf, &cache)?;
+    tracing::info!(elapsed = ?started.elapsed(), "resolved");
     if opts.dry_run {
         let packages = resolved
             .packages()
@@ -446,9 +448,11 @@ pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result
     let paths =
         pipeline::fetch(&rt, &fetcher, &cache, &resolved, jobs, progress).map_err(fetch_err)?;
     drop(rt);
+    tracing::info!(elapsed = ?started.elapsed(), "fetched");
 
     let packages: Vec<&PackageMeta> = resolved.packages().collect();
     let commits = import(repo, &resolved, &packages, &paths)?;
+    tracing::info!(elapsed = ?started.elapsed(), "imported");
 
     let tmp = repo.path().join("tmp");
     let workdir = tempfile_in(&tmp)?;
