@@ -539,13 +539,20 @@ fn assemble_and_commit(
     if let Some(base) = &tf.base {
         unpack_base(base, root)?;
     }
-    match tf.distribution {
-        Distribution::Alpine => assemble_apk(repo, tf, packages, commits, root)?,
+    // One transaction for a kept configured root and the commit: one sync for both.
+    let txn = repo.begin().map_err(store_err("starting a transaction"))?;
+    let pending = match tf.distribution {
+        Distribution::Alpine => {
+            assemble_apk(repo, tf, packages, commits, root)?;
+            None
+        }
         Distribution::Debian => {
             let reuse = !opts.fresh && tf.base.is_none();
-            assemble_deb(repo, &tf.arch, sources, packages, commits, root, reuse)?
+            assemble_deb(
+                repo, &tf.arch, sources, packages, commits, root, reuse, &txn,
+            )?
         }
-    }
+    };
     finish_root(root, tf)?;
     let id = tf.distribution.name();
     let fallback_os_release = format!("ID={id}\nPRETTY_NAME=\"{}\"\n", tf.ref_name);
@@ -562,7 +569,7 @@ fn assemble_and_commit(
         })
         .collect();
     installed.sort();
-    commit_root(repo, tf, opts, root, packages, installed)
+    commit_root(repo, txn, pending, tf, opts, root, packages, installed)
 }
 
 /// Alpine: per package, pre-install, extract, record, post-install; then triggers and
@@ -604,8 +611,10 @@ fn assemble_deb(
     commits: &[Checksum],
     root: &Path,
     reuse: bool,
-) -> Result<()> {
+    txn: &treeline_store::Transaction<'_>,
+) -> Result<Option<stage::Pending>> {
     let started = std::time::Instant::now();
+    let mut pending = None;
     let ids: BTreeSet<String> = packages.iter().map(|p| stage::identity(p)).collect();
     let reused = if reuse { stage::find(repo, &ids) } else { None };
     let mut debs = Vec::with_capacity(packages.len());
@@ -663,10 +672,11 @@ fn assemble_deb(
         tracing::info!(elapsed = ?started.elapsed(), "configured");
         dpkg::clean(root)?;
         // Only an optimisation: a root that cannot be kept is assembled again next time.
-        if let Err(e) = stage::save(repo, root, &ids) {
-            tracing::warn!("not keeping the configured root for later composes: {e}");
+        match stage::write(txn, root, ids) {
+            Ok(p) => pending = Some(p),
+            Err(e) => tracing::warn!("not keeping the configured root for later composes: {e}"),
         }
-        tracing::info!(elapsed = ?started.elapsed(), "stage kept");
+        tracing::info!(elapsed = ?started.elapsed(), "stage written");
     }
     // apt's sources: the ones the packages came from, as one-line entries.
     let list: String = sources
@@ -683,7 +693,8 @@ fn assemble_deb(
         .collect();
     let apt = root.join("etc/apt");
     std::fs::create_dir_all(&apt).map_err(io_err(&apt))?;
-    features::replace_file(&apt.join("sources.list"), list.as_bytes(), 0o644)
+    features::replace_file(&apt.join("sources.list"), list.as_bytes(), 0o644)?;
+    Ok(pending)
 }
 
 fn unpack_base(base: &Path, root: &Path) -> Result<()> {
@@ -763,8 +774,11 @@ fn commit_timestamp(packages: &[&PackageMeta]) -> u64 {
         })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit_root(
     repo: &Repo,
+    txn: treeline_store::Transaction<'_>,
+    pending: Option<stage::Pending>,
     tf: &Treefile,
     opts: &ComposeOptions,
     root: &Path,
@@ -829,13 +843,15 @@ fn commit_root(
     }
 
     let started = std::time::Instant::now();
-    let txn = repo.begin().map_err(store_err("starting a transaction"))?;
     let modifier = CommitModifier::default().for_repo(repo);
     let tree = tree_from_dir(&txn, root, &modifier, &NoProgress)
         .map_err(store_err("reading the composed root"))?;
     let written = tree
         .write(&txn)
         .map_err(store_err("writing the composed tree"))?;
+    // The root is in the store now; removed before the sync, its data is never written
+    // back to the disk.
+    let _ = std::fs::remove_dir_all(root);
     tracing::info!(elapsed = ?started.elapsed(), "tree written");
 
     if let (Some(p), Some(prev)) = (&parent, &parent_commit)
@@ -874,9 +890,16 @@ fn commit_root(
         .unwrap_or_default();
     let changes = PackageChanges::between(&previous, &installed);
     let commit = write_commit(&txn, written, &options).map_err(store_err("writing the commit"))?;
+    let stage_ref = pending.map(|p| p.commit(&txn)).transpose()?;
     txn.commit().map_err(store_err("syncing the commit"))?;
     repo.set_ref(&spec, Some(&commit))
         .map_err(store_err(format!("moving ref {}", tf.ref_name)))?;
+    if let Some((stage_spec, stage_commit)) = stage_ref
+        && let Err(e) = repo.set_ref(&stage_spec, Some(&stage_commit))
+    {
+        tracing::warn!("not keeping the configured root for later composes: {e}");
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "committed");
     Ok(Outcome::Committed {
         commit,
         parent,

@@ -15,7 +15,7 @@ use std::path::Path;
 use treeline_pkg::PackageMeta;
 use treeline_store::checkout::{CheckoutOptions, Overwrite, checkout};
 use treeline_store::progress::NoProgress;
-use treeline_store::{Checksum, Repo};
+use treeline_store::{Checksum, Repo, Transaction};
 
 use crate::{Result, io_err, store_err};
 
@@ -79,34 +79,53 @@ pub fn restore(repo: &Repo, stage: &Stage, root: &Path) -> Result<()> {
     )))
 }
 
-/// Commits `root` as the stage of `packages`.
-pub fn save(repo: &Repo, root: &Path, packages: &BTreeSet<String>) -> Result<()> {
-    use treeline_store::builder::{CommitModifier, CommitOptions, tree_from_dir, write_commit};
-    use treeline_store::variant::{Metadata, Value};
-    let list: Vec<String> = packages.iter().cloned().collect();
-    let key = Checksum::of(list.join("\n").as_bytes()).to_hex();
-    let spec = treeline_store::refs::RefSpec::parse(&format!("{PREFIX}{key}"))
-        .map_err(store_err("stage ref"))?;
-    let txn = repo.begin().map_err(store_err("starting a transaction"))?;
-    let modifier = CommitModifier::default().for_repo(repo);
-    let tree = tree_from_dir(&txn, root, &modifier, &NoProgress)
+/// A configured root written into a transaction, to be committed with the compose's
+/// own commit (one sync for both).
+pub struct Pending {
+    /// Its package identities.
+    pub packages: BTreeSet<String>,
+    /// Its (dirtree, dirmeta).
+    pub root: (Checksum, Checksum),
+}
+
+/// Writes `root` (the configured root of `packages`) into `txn`.
+pub fn write(txn: &Transaction<'_>, root: &Path, packages: BTreeSet<String>) -> Result<Pending> {
+    use treeline_store::builder::{CommitModifier, tree_from_dir};
+    let modifier = CommitModifier::default().for_repo(txn.repo());
+    let tree = tree_from_dir(txn, root, &modifier, &NoProgress)
         .map_err(store_err("reading the configured root"))?;
-    let written = tree
-        .write(&txn)
-        .map_err(store_err("writing the stage tree"))?;
-    let mut metadata = Metadata::new();
-    metadata.insert(PACKAGES_KEY, Value::strv(&list));
-    let options = CommitOptions {
-        subject: format!("configured root of {} packages", list.len()),
-        body: String::new(),
-        metadata,
-        parent: None,
-        timestamp: 0,
-    };
-    let commit = write_commit(&txn, written, &options).map_err(store_err("writing the stage"))?;
-    txn.commit().map_err(store_err("syncing the stage"))?;
-    repo.set_ref(&spec, Some(&commit))
-        .map_err(store_err("moving the stage ref"))
+    let root = tree
+        .write(txn)
+        .map_err(store_err("writing the configured root"))?;
+    Ok(Pending { packages, root })
+}
+
+impl Pending {
+    /// Writes the stage's commit into `txn`; returns the ref to point at it once `txn`
+    /// is committed.
+    pub fn commit(
+        &self,
+        txn: &Transaction<'_>,
+    ) -> Result<(treeline_store::refs::RefSpec, Checksum)> {
+        use treeline_store::builder::{CommitOptions, write_commit};
+        use treeline_store::variant::{Metadata, Value};
+        let list: Vec<String> = self.packages.iter().cloned().collect();
+        let key = Checksum::of(list.join("\n").as_bytes()).to_hex();
+        let spec = treeline_store::refs::RefSpec::parse(&format!("{PREFIX}{key}"))
+            .map_err(store_err("stage ref"))?;
+        let mut metadata = Metadata::new();
+        metadata.insert(PACKAGES_KEY, Value::strv(&list));
+        let options = CommitOptions {
+            subject: format!("configured root of {} packages", list.len()),
+            body: String::new(),
+            metadata,
+            parent: None,
+            timestamp: 0,
+        };
+        let commit =
+            write_commit(txn, self.root, &options).map_err(store_err("writing the stage"))?;
+        Ok((spec, commit))
+    }
 }
 
 /// Moves everything under `from` into `to`: directories merge (the existing one keeps
