@@ -809,6 +809,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_configure_names_the_package_and_script() {
+        use std::os::unix::process::ExitStatusExt;
+        let output = "Setting up openssh-server (1:9.2p1-2) ...\n\
+            dpkg: error processing package openssh-server (--configure):\n \
+            installed openssh-server package post-installation script subprocess returned \
+            error exit status 1\nErrors were encountered while processing:\n openssh-server";
+        let e = name_failed_script(script::Error::Failed {
+            package: "dpkg".to_owned(),
+            script: "--configure".to_owned(),
+            status: std::process::ExitStatus::from_raw(256),
+            output: output.to_owned(),
+        });
+        let text = e.to_string();
+        assert!(
+            text.starts_with("postinst of openssh-server failed (exit status: 1)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("post-installation script subprocess"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn multi_arch_same_packages_are_filed_with_their_architecture() {
         let same = pkg(
             "Package: libc6\nArchitecture: amd64\nMulti-Arch: same\nVersion: 2.36\n",

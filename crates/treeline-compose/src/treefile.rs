@@ -901,6 +901,52 @@ mod tests {
     }
 
     #[test]
+    fn debian_treefile_has_minimal_defaults() {
+        let tf = parse(
+            "ref = \"d\"\ndistribution = \"debian\"\npackages = [\"systemd\"]\n\
+             [debian]\nsuite = \"bookworm\"\n",
+        )
+        .unwrap();
+        assert_eq!(tf.arch, "amd64");
+        let d = tf.debian.unwrap();
+        assert_eq!(d.suite, "bookworm");
+        assert_eq!(d.components, ["main"]);
+        assert_eq!(d.mirror, None);
+        assert_eq!(
+            d.keyring,
+            Path::new("/usr/share/keyrings/debian-archive-keyring.gpg")
+        );
+        assert!(!d.install_recommends);
+        assert!(d.minbase);
+    }
+
+    #[test]
+    fn debian_treefile_errors_name_their_line() {
+        let head = "ref = \"d\"\ndistribution = \"debian\"\npackages = [\"systemd\"]\n";
+        let err = |tail: &str| parse(&format!("{head}{tail}")).unwrap_err().to_string();
+        let e = err("[debian]\nsuite = \"bookworm\"\nmirorr = \"http://m\"\n");
+        assert!(e.starts_with("t.toml:6:") && e.contains("mirorr"), "{e}");
+        let e = err("[debian]\nsuite = \"book worm\"\n");
+        assert!(e.starts_with("t.toml:5:") && e.contains("suite"), "{e}");
+        let e = err("[debian]\nsuite = \"bookworm\"\nmirror = \"deb.example.org\"\n");
+        assert!(e.starts_with("t.toml:6:") && e.contains("mirror"), "{e}");
+        let e = err("repositories = [\"r\"]\n[debian]\nsuite = \"bookworm\"\n");
+        assert!(
+            e.starts_with("t.toml:4:") && e.contains("repositories"),
+            "{e}"
+        );
+        let e = err("[debian]\ncomponents = [\"main\"]\n");
+        assert!(e.contains("[debian] suite"), "{e}");
+        let e = parse(
+            "ref = \"a\"\ndistribution = \"alpine\"\nrepositories = [\"r\"]\npackages = [\"x\"]\n\
+             [debian]\nsuite = \"bookworm\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[debian] table in an Alpine treefile"), "{e}");
+    }
+
+    #[test]
     fn example_treefile_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let tf = Treefile::load(&dir.join("alpine-minimal.toml")).unwrap();
@@ -919,5 +965,10 @@ mod tests {
         assert_eq!(server.files, tf.files);
         assert_eq!(server.users[0].groups, ["ops", "wheel"]);
         assert_eq!(server.metadata["org.example.variant"], "server");
+
+        let debian = Treefile::load(&dir.join("debian-minimal.toml")).unwrap();
+        assert_eq!(debian.distribution, Distribution::Debian);
+        assert_eq!(debian.packages, ["systemd", "openssh-server"]);
+        assert_eq!(debian.debian.unwrap().suite, "bookworm");
     }
 }
