@@ -10,7 +10,8 @@
 #         apt as it always does (its own warm-up run fills nothing it reuses). Then RUNS
 #         (default 3) alternating timed runs of each, on fresh output paths: treeline
 #         composes into a fresh repository that shares the package cache; mmdebstrap
-#         writes a directory, then `ostree commit` commits it to a fresh bare repository.
+#         writes a directory, its /dev nodes are removed (ostree cannot commit them),
+#         then `ostree commit` commits it to a fresh bare repository.
 #         The recompose adds one package to the treefile and composes again into the
 #         repository of the last timed run. Medians; peak RSS from /usr/bin/time -v.
 #
@@ -84,6 +85,8 @@ mm_commit() { # $1 = run number
     local dir=$WORK/mm-$1 repo=$WORK/mm-repo-$1
     rm -rf "$dir" "$repo"
     mmdebstrap --quiet --variant=minbase --include=systemd,openssh-server bookworm "$dir" "deb $MIRROR bookworm main"
+    # Device nodes cannot be committed (a booted system has a devtmpfs there).
+    find "$dir/dev" -mindepth 1 -delete
     ostree --repo="$repo" init --mode=bare
     ostree --repo="$repo" commit --branch=debian/bookworm/amd64/bench --tree=dir="$dir" >/dev/null
 }
