@@ -5,15 +5,17 @@
 # its tree; then the recompose after adding one package (`less`) to the treefile.
 #
 # Method: the mirror is the host's apt configuration's for bookworm (never built in).
-#         One warm-up compose fills treeline's package cache (and imports every .deb
-#         into the repository, as a compose always does); mmdebstrap downloads through
-#         apt as it always does (its own warm-up run fills nothing it reuses). Then RUNS
-#         (default 3) alternating timed runs of each, on fresh output paths: treeline
-#         composes into a fresh repository that shares the package cache; mmdebstrap
-#         writes a directory, its /dev nodes are removed (ostree cannot commit them),
-#         then `ostree commit` commits it to a fresh bare repository.
-#         The recompose adds one package to the treefile and composes again into the
-#         repository of the last timed run. Medians; peak RSS from /usr/bin/time -v.
+#         One warm-up compose fills treeline's caches: the downloads, and the store, which
+#         is treeline's package cache (each .deb imported once). mmdebstrap downloads
+#         through apt as it always does (it keeps no cache between runs). Then RUNS
+#         (default 3) alternating timed runs of each: treeline composes from scratch
+#         (`--fresh`: every package unpacked and configured, no kept configured root) on
+#         the warm store after its ref is deleted, so each run writes a commit;
+#         mmdebstrap writes a fresh directory, its /dev nodes are removed (ostree cannot
+#         commit them), then `ostree commit` commits it to a fresh bare repository.
+#         The recompose adds one package (`less`) to the treefile and composes again
+#         (default mode: from the configured root the last compose kept). Medians; peak
+#         RSS from /usr/bin/time -v.
 #
 # Usage:   bench/compose.sh [--workdir DIR] [--runs N]
 # Env:     TREELINE_BIN (default: build the release binary), BENCH_WORKDIR, RUNS.
@@ -100,13 +102,12 @@ ostree --repo="$WORK/tl-warm" init --mode=bare
 "$TREELINE_BIN" --repo="$WORK/tl-warm" compose tree --cache-dir "$CACHE" "$WORK/tree.toml" >/dev/null
 
 for i in $(seq 1 "$RUNS"); do
-    rm -rf "$WORK/tl-$i"
-    ostree --repo="$WORK/tl-$i" init --mode=bare
-    timed treeline "$TREELINE_BIN" --repo="$WORK/tl-$i" compose tree --cache-dir "$CACHE" "$WORK/tree.toml"
+    ostree --repo="$WORK/tl-warm" refs --delete debian/bookworm/amd64/bench
+    timed treeline "$TREELINE_BIN" --repo="$WORK/tl-warm" compose tree --fresh --cache-dir "$CACHE" "$WORK/tree.toml"
     timed mmdebstrap+ostree bash -c "mm_commit $i"
     rm -rf "$WORK/mm-$i" "$WORK/mm-repo-$i"
 done
-timed recompose "$TREELINE_BIN" --repo="$WORK/tl-$RUNS" compose tree --cache-dir "$CACHE" "$WORK/tree-plus.toml"
+timed recompose "$TREELINE_BIN" --repo="$WORK/tl-warm" compose tree --cache-dir "$CACHE" "$WORK/tree-plus.toml"
 grep -q '^+ less ' "$WORK/recompose.out" || die "the recompose did not add less: $(cat "$WORK/recompose.out")"
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
