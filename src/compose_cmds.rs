@@ -35,6 +35,10 @@ enum ComposeCommand {
         /// Commit even when the tree and metadata equal the ref's commit.
         #[arg(long)]
         force: bool,
+        /// Debian: assemble from scratch instead of starting from the configured root an
+        /// earlier compose kept (treeline/stage/deb/… refs).
+        #[arg(long)]
+        fresh: bool,
         /// Downloads in flight at once.
         #[arg(long, default_value_t = 8)]
         jobs: usize,
@@ -62,6 +66,7 @@ pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
             cache_dir,
             dry_run,
             force,
+            fresh,
             jobs,
             json,
             static_delta,
@@ -76,6 +81,7 @@ pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
                 cache_dir,
                 dry_run,
                 force,
+                fresh,
                 jobs,
                 progress: Some(Box::new(crate::progress::Bar::new("downloading"))),
             };

@@ -349,7 +349,7 @@ pub fn extract(repo: &Repo, pkg: &InstalledPackage, root: &Path) -> Result<()> {
 }
 
 /// `name -> id` from a passwd or group file (missing file: empty).
-fn id_map(path: &Path) -> HashMap<String, u32> {
+pub(crate) fn id_map(path: &Path) -> HashMap<String, u32> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

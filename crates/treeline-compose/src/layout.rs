@@ -29,7 +29,7 @@ pub const FACTORY_VAR: &str = "usr/share/factory/var";
 pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
 
 /// Toplevel directories merged into `/usr`.
-const MERGED: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub(crate) const MERGED: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// State directories that are symlinks into `/var` on OSTree systems: (path, link
 /// target, directory under `/var`, mode when created).
@@ -104,7 +104,7 @@ pub fn apply(root: &Path, kernel: Option<&str>, fallback_os_release: &str) -> Re
 }
 
 /// Moves `/bin`, `/sbin`, `/lib*` into `/usr` and leaves symlinks.
-fn usr_merge(root: &Path, collapsed: &mut Vec<String>) -> Result<()> {
+pub(crate) fn usr_merge(root: &Path, collapsed: &mut Vec<String>) -> Result<()> {
     std::fs::create_dir_all(root.join("usr")).map_err(io_err(root))?;
     for d in MERGED {
         let top = root.join(d);

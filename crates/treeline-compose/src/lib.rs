@@ -30,13 +30,15 @@
 #![forbid(unsafe_code)]
 
 pub mod apk;
+pub mod dpkg;
 pub mod features;
 pub mod layout;
 pub mod script;
+pub mod stage;
 pub mod treefile;
 pub mod version;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -44,11 +46,11 @@ use treeline_pkg::PackageMeta;
 use treeline_pkg::cache::Cache;
 use treeline_pkg::pipeline::{self, Resolved};
 use treeline_pkg::solve::Request;
-use treeline_pkg::source::{ApkSource, Source};
+use treeline_pkg::source::{ApkSource, DebSource, Source};
 use treeline_store::progress::{NoProgress, Progress};
 use treeline_store::{Checksum, Repo};
 
-use treefile::Treefile;
+use treefile::{Distribution, Treefile};
 
 /// Commit metadata keys a composed commit carries.
 pub mod keys {
@@ -59,7 +61,7 @@ pub mod keys {
     pub const PACKAGES: &str = "treeline.packages";
     /// `as`: what the treefile requested (the world).
     pub const REQUESTED: &str = "treeline.requested";
-    /// `s`: the distribution (`alpine`).
+    /// `s`: the distribution (`alpine`, `debian`).
     pub const DISTRIBUTION: &str = "treeline.distribution";
 }
 
@@ -138,6 +140,9 @@ pub struct ComposeOptions {
     pub dry_run: bool,
     /// Commit even when nothing changed.
     pub force: bool,
+    /// Debian: assemble from scratch, not from a configured root of an earlier compose
+    /// ([`stage`]).
+    pub fresh: bool,
     /// Downloads in flight at once (0 = 8).
     pub jobs: usize,
     /// Progress of downloads (default: nothing shown).
@@ -337,28 +342,81 @@ pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
         stage: "resolve",
         error,
     };
-    let sources = tf
-        .repositories
-        .iter()
-        .map(|base| {
-            Source::Apk(ApkSource {
-                base: base.clone(),
+    let (sources, request) = match &tf.debian {
+        None => {
+            let sources = tf
+                .repositories
+                .iter()
+                .map(|base| {
+                    Source::Apk(ApkSource {
+                        base: base.clone(),
+                        arch: tf.arch.clone(),
+                        keys: tf.keys.clone(),
+                    })
+                })
+                .collect();
+            let request = Request::from_apk_world(&tf.request_atoms().join(" "))
+                .map_err(|e| packages_err(treeline_pkg::Error::Solve(e)))?;
+            (sources, request)
+        }
+        Some(d) => {
+            let uri = match &d.mirror {
+                Some(m) => m.clone(),
+                None => host_mirror(&d.suite, &tf.arch)?,
+            };
+            let source = Source::Deb(DebSource {
+                uri,
+                suite: d.suite.clone(),
+                components: d.components.clone(),
                 arch: tf.arch.clone(),
-                keys: tf.keys.clone(),
-            })
-        })
-        .collect();
-    let request = Request::from_apk_world(&tf.request_atoms().join(" "))
-        .map_err(|e| packages_err(treeline_pkg::Error::Solve(e)))?;
+                keyring: Some(d.keyring.clone()),
+            });
+            let mut request = Request::names(&tf.packages);
+            request.forbid = Request::names(&tf.exclude_packages)
+                .install
+                .into_iter()
+                .flat_map(|d| d.alternatives)
+                .collect();
+            request.install_recommends = d.install_recommends;
+            request.add_essential = true;
+            request.add_required = d.minbase;
+            (vec![source], request)
+        }
+    };
     let rt = pipeline::runtime().map_err(|e| packages_err(e.into()))?;
     let fetcher = pipeline::fetcher().map_err(|e| packages_err(e.into()))?;
     pipeline::resolve(&rt, &fetcher, cache, sources, &request).map_err(packages_err)
 }
 
+/// The mirror the host's apt configuration uses for `suite` (`/etc/apt/sources.list`
+/// and `sources.list.d`); never a built-in host name.
+pub fn host_mirror(suite: &str, arch: &str) -> Result<String> {
+    let sources =
+        treeline_pkg::source::host_deb_sources(Path::new("/"), arch).map_err(|error| {
+            Error::Packages {
+                stage: "resolve",
+                error,
+            }
+        })?;
+    sources
+        .iter()
+        .find(|s| s.suite == suite)
+        .map(|s| s.uri.clone())
+        .ok_or_else(|| Error::Tree {
+            what: format!("[debian] suite {suite}"),
+            message: format!(
+                "no `mirror` in the treefile and the host's apt configuration has no {suite} \
+                 source for {arch} to take it from"
+            ),
+        })
+}
+
 /// Runs the whole pipeline for `tf` into `repo`.
 pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result<Outcome> {
     let cache = Cache::new(opts.cache_dir.clone().unwrap_or_else(Cache::default_dir));
+    let started = std::time::Instant::now();
     let resolved = resolve(tf, &cache)?;
+    tracing::info!(elapsed = ?started.elapsed(), "resolved");
     if opts.dry_run {
         let packages = resolved
             .packages()
@@ -390,15 +448,25 @@ pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result
     let paths =
         pipeline::fetch(&rt, &fetcher, &cache, &resolved, jobs, progress).map_err(fetch_err)?;
     drop(rt);
+    tracing::info!(elapsed = ?started.elapsed(), "fetched");
 
     let packages: Vec<&PackageMeta> = resolved.packages().collect();
     let commits = import(repo, &resolved, &packages, &paths)?;
+    tracing::info!(elapsed = ?started.elapsed(), "imported");
 
     let tmp = repo.path().join("tmp");
     let workdir = tempfile_in(&tmp)?;
     let root = workdir.join("root");
     std::fs::create_dir(&root).map_err(io_err(&root))?;
-    let result = assemble_and_commit(repo, tf, opts, &packages, &commits, &root);
+    let result = assemble_and_commit(
+        repo,
+        tf,
+        opts,
+        &resolved.sources,
+        &packages,
+        &commits,
+        &root,
+    );
     let _ = std::fs::remove_dir_all(&workdir);
     result
 }
@@ -442,9 +510,13 @@ fn import(
     let importer = treeline_pkg::import::Importer::new(repo).map_err(import_err)?;
     let mut commits = Vec::with_capacity(packages.len());
     for (meta, path) in packages.iter().zip(paths) {
-        let imported = importer
-            .import_apk(path, Some(&meta.checksum), keys.as_ref())
-            .map_err(import_err)?;
+        let imported = match resolved.family {
+            treeline_pkg::Family::Apk => {
+                importer.import_apk(path, Some(&meta.checksum), keys.as_ref())
+            }
+            treeline_pkg::Family::Deb => importer.import_deb(path, Some(&meta.checksum)),
+        }
+        .map_err(import_err)?;
         let commit: Checksum = imported.commit.parse().map_err(|_| Error::Package {
             package: format!("{}-{}", meta.name, meta.version),
             message: format!("import returned a bad commit {:?}", imported.commit),
@@ -459,6 +531,7 @@ fn assemble_and_commit(
     repo: &Repo,
     tf: &Treefile,
     opts: &ComposeOptions,
+    sources: &[Source],
     packages: &[&PackageMeta],
     commits: &[Checksum],
     root: &Path,
@@ -466,6 +539,48 @@ fn assemble_and_commit(
     if let Some(base) = &tf.base {
         unpack_base(base, root)?;
     }
+    // One transaction for a kept configured root and the commit: one sync for both.
+    let txn = repo.begin().map_err(store_err("starting a transaction"))?;
+    let pending = match tf.distribution {
+        Distribution::Alpine => {
+            assemble_apk(repo, tf, packages, commits, root)?;
+            None
+        }
+        Distribution::Debian => {
+            let reuse = !opts.fresh && tf.base.is_none();
+            assemble_deb(
+                repo, &tf.arch, sources, packages, commits, root, reuse, &txn,
+            )?
+        }
+    };
+    finish_root(root, tf)?;
+    let id = tf.distribution.name();
+    let fallback_os_release = format!("ID={id}\nPRETTY_NAME=\"{}\"\n", tf.ref_name);
+    let applied = layout::apply(root, tf.kernel.as_deref(), &fallback_os_release)?;
+    if tf.distribution == Distribution::Alpine {
+        apk::forget_files(root, &applied.collapsed_links)?;
+    }
+
+    let mut installed: Vec<Package> = packages
+        .iter()
+        .map(|p| Package {
+            name: p.name.clone(),
+            version: p.version.clone(),
+        })
+        .collect();
+    installed.sort();
+    commit_root(repo, txn, pending, tf, opts, root, packages, installed)
+}
+
+/// Alpine: per package, pre-install, extract, record, post-install; then triggers and
+/// the apk database.
+fn assemble_apk(
+    repo: &Repo,
+    tf: &Treefile,
+    packages: &[&PackageMeta],
+    commits: &[Checksum],
+    root: &Path,
+) -> Result<()> {
     let mut db = apk::Database::default();
     let sandbox = script::Sandbox::detect();
     for (meta, commit) in packages.iter().zip(commits) {
@@ -479,22 +594,107 @@ fn assemble_and_commit(
     for (pkg, dirs) in db.triggers_to_run(root)? {
         sandbox.run_trigger(root, pkg, &dirs)?;
     }
-    db.write(root, tf)?;
-    finish_root(root, tf)?;
-    let id = format!("{:?}", tf.distribution).to_lowercase();
-    let fallback_os_release = format!("ID={id}\nPRETTY_NAME=\"{}\"\n", tf.ref_name);
-    let applied = layout::apply(root, tf.kernel.as_deref(), &fallback_os_release)?;
-    apk::forget_files(root, &applied.collapsed_links)?;
+    db.write(root, tf)
+}
 
-    let mut installed: Vec<Package> = packages
+/// Debian: extract every package, merge /usr (as a merged-/usr debootstrap has it
+/// before the first package), write the dpkg database with everything unpacked, run
+/// the preinst scripts and `dpkg --configure`, then drop per-machine and per-run state.
+/// With `reuse`, start from the largest configured root of an earlier compose whose
+/// packages are all wanted ([`stage`]) and do this for the other packages only.
+#[allow(clippy::too_many_arguments)]
+fn assemble_deb(
+    repo: &Repo,
+    arch: &str,
+    sources: &[Source],
+    packages: &[&PackageMeta],
+    commits: &[Checksum],
+    root: &Path,
+    reuse: bool,
+    txn: &treeline_store::Transaction<'_>,
+) -> Result<Option<stage::Pending>> {
+    let started = std::time::Instant::now();
+    let mut pending = None;
+    let ids: BTreeSet<String> = packages.iter().map(|p| stage::identity(p)).collect();
+    let reused = if reuse { stage::find(repo, &ids) } else { None };
+    let mut debs = Vec::with_capacity(packages.len());
+    match &reused {
+        Some(s) => {
+            stage::restore(repo, s, root)?;
+            let fresh = root.with_file_name("fresh");
+            std::fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
+            for (meta, commit) in packages.iter().zip(commits) {
+                if !s.packages.contains(&stage::identity(meta)) {
+                    let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
+                    dpkg::extract(repo, &pkg, &fresh)?;
+                    debs.push(pkg);
+                }
+            }
+            layout::usr_merge(&fresh, &mut Vec::new())?;
+            for d in layout::MERGED {
+                let link = fresh.join(d);
+                if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+                    std::fs::remove_file(&link).map_err(io_err(&link))?;
+                }
+            }
+            stage::move_into(&fresh, root)?;
+            let _ = std::fs::remove_dir_all(&fresh);
+            tracing::info!(
+                stage = %s.commit.to_hex(),
+                new = debs.len(),
+                elapsed = ?started.elapsed(),
+                "restored a configured root"
+            );
+        }
+        None => {
+            for (meta, commit) in packages.iter().zip(commits) {
+                let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
+                dpkg::extract(repo, &pkg, root)?;
+                debs.push(pkg);
+            }
+            layout::usr_merge(root, &mut Vec::new())?;
+            tracing::info!(packages = debs.len(), elapsed = ?started.elapsed(), "extracted");
+        }
+    }
+    if !debs.is_empty() {
+        dpkg::write_unpacked(repo, root, arch, &debs, reused.is_some())?;
+        tracing::info!(elapsed = ?started.elapsed(), "dpkg database written");
+        let sandbox = script::Sandbox::detect();
+        if reused.is_some() {
+            dpkg::activate_triggers(&sandbox, repo, root, &debs)?;
+        }
+        let dpkg_version = packages
+            .iter()
+            .find(|p| p.name == "dpkg")
+            .map(|p| p.version.as_str())
+            .unwrap_or_default();
+        dpkg::configure(&sandbox, root, &debs, dpkg_version)?;
+        tracing::info!(elapsed = ?started.elapsed(), "configured");
+        dpkg::clean(root)?;
+        // Only an optimisation: a root that cannot be kept is assembled again next time.
+        match stage::write(txn, root, ids) {
+            Ok(p) => pending = Some(p),
+            Err(e) => tracing::warn!("not keeping the configured root for later composes: {e}"),
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "stage written");
+    }
+    // apt's sources: the ones the packages came from, as one-line entries.
+    let list: String = sources
         .iter()
-        .map(|p| Package {
-            name: p.name.clone(),
-            version: p.version.clone(),
+        .filter_map(|s| match s {
+            Source::Deb(d) => Some(format!(
+                "deb {} {} {}\n",
+                d.uri,
+                d.suite,
+                d.components.join(" ")
+            )),
+            Source::Apk(_) => None,
         })
         .collect();
-    installed.sort();
-    commit_root(repo, tf, opts, root, packages, installed)
+    let apt = root.join("etc/apt");
+    std::fs::create_dir_all(&apt).map_err(io_err(&apt))?;
+    features::replace_file(&apt.join("sources.list"), list.as_bytes(), 0o644)?;
+    Ok(pending)
 }
 
 fn unpack_base(base: &Path, root: &Path) -> Result<()> {
@@ -548,7 +748,8 @@ fn finish_root(root: &Path, tf: &Treefile) -> Result<()> {
 }
 
 /// The commit timestamp: `SOURCE_DATE_EPOCH` when set, else the newest package build
-/// time, so the same inputs give the same commit.
+/// time (apk), so the same inputs give the same commit; Debian indexes carry no build
+/// time, so without `SOURCE_DATE_EPOCH` a Debian commit has the current time.
 fn commit_timestamp(packages: &[&PackageMeta]) -> u64 {
     if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -565,11 +766,19 @@ fn commit_timestamp(packages: &[&PackageMeta]) -> u64 {
                 .and_then(|(_, v)| v.trim().parse::<u64>().ok())
         })
         .max()
-        .unwrap_or(0)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit_root(
     repo: &Repo,
+    txn: treeline_store::Transaction<'_>,
+    pending: Option<stage::Pending>,
     tf: &Treefile,
     opts: &ComposeOptions,
     root: &Path,
@@ -624,19 +833,26 @@ fn commit_root(
     let mut requested = tf.packages.clone();
     requested.sort();
     values.insert(keys::REQUESTED.to_owned(), Value::strv(&requested));
-    values.insert(keys::DISTRIBUTION.to_owned(), Value::string("alpine"));
+    values.insert(
+        keys::DISTRIBUTION.to_owned(),
+        Value::string(tf.distribution.name()),
+    );
     let mut metadata = Metadata::new();
     for (k, v) in values {
         metadata.insert(&k, v);
     }
 
-    let txn = repo.begin().map_err(store_err("starting a transaction"))?;
+    let started = std::time::Instant::now();
     let modifier = CommitModifier::default().for_repo(repo);
     let tree = tree_from_dir(&txn, root, &modifier, &NoProgress)
         .map_err(store_err("reading the composed root"))?;
     let written = tree
         .write(&txn)
         .map_err(store_err("writing the composed tree"))?;
+    // The root is in the store now; removed before the sync, its data is never written
+    // back to the disk.
+    let _ = std::fs::remove_dir_all(root);
+    tracing::info!(elapsed = ?started.elapsed(), "tree written");
 
     if let (Some(p), Some(prev)) = (&parent, &parent_commit)
         && !opts.force
@@ -674,9 +890,16 @@ fn commit_root(
         .unwrap_or_default();
     let changes = PackageChanges::between(&previous, &installed);
     let commit = write_commit(&txn, written, &options).map_err(store_err("writing the commit"))?;
+    let stage_ref = pending.map(|p| p.commit(&txn)).transpose()?;
     txn.commit().map_err(store_err("syncing the commit"))?;
     repo.set_ref(&spec, Some(&commit))
         .map_err(store_err(format!("moving ref {}", tf.ref_name)))?;
+    if let Some((stage_spec, stage_commit)) = stage_ref
+        && let Err(e) = repo.set_ref(&stage_spec, Some(&stage_commit))
+    {
+        tracing::warn!("not keeping the configured root for later composes: {e}");
+    }
+    tracing::info!(elapsed = ?started.elapsed(), "committed");
     Ok(Outcome::Committed {
         commit,
         parent,

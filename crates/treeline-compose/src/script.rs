@@ -134,6 +134,31 @@ impl Sandbox {
         }
         std::fs::write(&host_path, script).map_err(io)?;
         std::fs::set_permissions(&host_path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        let result = self.exec(root, owner, action, inside, args, &[]);
+        let _ = std::fs::remove_file(&host_path);
+        result
+    }
+
+    /// Runs the program at `inside` (an absolute path in the root, already there) in the
+    /// sandbox with `args`, `PATH` and `env` as its environment; `owner` and `action`
+    /// name it in errors, which carry the end of its output.
+    pub fn exec(
+        &self,
+        root: &Path,
+        owner: &str,
+        action: &str,
+        inside: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        let io = |error| Error::Io {
+            package: owner.to_owned(),
+            script: action.to_owned(),
+            error,
+        };
+        // The sandbox runs from `/`: a relative root would be taken from there.
+        let root = std::path::absolute(root).map_err(io)?;
+        let root = root.as_path();
         let mut cmd = match self {
             Sandbox::Bwrap(bwrap) => {
                 let mut c = Command::new(bwrap);
@@ -155,10 +180,9 @@ impl Sandbox {
         cmd.args(args)
             .env_clear()
             .env("PATH", SCRIPT_PATH)
+            .envs(env.iter().copied())
             .current_dir("/");
-        let output = cmd.output();
-        let _ = std::fs::remove_file(&host_path);
-        let output = output.map_err(io)?;
+        let output = cmd.output().map_err(io)?;
         if output.status.success() {
             return Ok(());
         }

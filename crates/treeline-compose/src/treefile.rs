@@ -61,6 +61,48 @@ pub enum Error {
 pub enum Distribution {
     /// Alpine Linux (apk).
     Alpine,
+    /// Debian (dpkg/apt).
+    Debian,
+}
+
+impl Distribution {
+    /// The lowercase name (`alpine`, `debian`), as the treefile and commit metadata say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Alpine => "alpine",
+            Distribution::Debian => "debian",
+        }
+    }
+}
+
+/// The `[debian]` table: where Debian packages come from and which ones a minimal
+/// system gets besides the requested ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debian {
+    /// Suite (`bookworm`).
+    pub suite: String,
+    /// Components (default `["main"]`).
+    pub components: Vec<String>,
+    /// Mirror URL; `None`: the host's apt configuration's mirror for the suite.
+    pub mirror: Option<String>,
+    /// Keyring the suite's Release file must be signed by.
+    pub keyring: PathBuf,
+    /// Whether Recommends are installed (default false, as for a minimal system).
+    pub install_recommends: bool,
+    /// Whether every `Priority: required` package is added to the request (default true:
+    /// debootstrap's and mmdebstrap's `minbase`); `Essential: yes` ones always are.
+    pub minbase: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DebianLayer {
+    suite: Option<String>,
+    components: Option<Vec<String>>,
+    mirror: Option<String>,
+    keyring: Option<PathBuf>,
+    install_recommends: Option<bool>,
+    minbase: Option<bool>,
 }
 
 /// A file copied from the host into the tree.
@@ -218,6 +260,8 @@ pub struct Treefile {
     pub postprocess: Vec<Postprocess>,
     /// Extra string metadata on the commit.
     pub metadata: BTreeMap<String, String>,
+    /// The `[debian]` table (present exactly when `distribution = "debian"`).
+    pub debian: Option<Debian>,
 }
 
 /// One file as written: every key optional, so includes can be merged.
@@ -255,6 +299,7 @@ struct Layer {
     postprocess: Vec<Postprocess>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    debian: Option<DebianLayer>,
 }
 
 impl Layer {
@@ -303,6 +348,20 @@ impl Layer {
         }
         self.postprocess.extend(over.postprocess);
         self.metadata.extend(over.metadata);
+        if let Some(o) = over.debian {
+            let d = self.debian.get_or_insert_with(DebianLayer::default);
+            macro_rules! key {
+                ($($f:ident),*) => { $( if o.$f.is_some() { d.$f = o.$f; } )* };
+            }
+            key!(
+                suite,
+                components,
+                mirror,
+                keyring,
+                install_recommends,
+                minbase
+            );
+        }
     }
 }
 
@@ -417,6 +476,9 @@ fn parse_layer(
         }
     };
     if let Some(k) = layer.keys.as_mut() {
+        anchor(k);
+    }
+    if let Some(k) = layer.debian.as_mut().and_then(|d| d.keyring.as_mut()) {
         anchor(k);
     }
     if let Some(b) = layer.base.as_mut() {
@@ -547,6 +609,51 @@ fn check_layer(l: &Layer, t: &Text) -> Result<(), Error> {
             return Err(t.error("services", format!("runlevel {r:?} is not valid")));
         }
     }
+    if let Some(d) = &l.debian {
+        if let Some(s) = &d.suite
+            && !valid_name(s)
+        {
+            return Err(t.error("suite", format!("[debian] suite {s:?} is not a suite name")));
+        }
+        if let Some(c) = d.components.iter().flatten().find(|c| !valid_name(c)) {
+            return Err(t.error(
+                "components",
+                format!("[debian] component {c:?} is not a component name"),
+            ));
+        }
+        if d.components.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(t.error(
+                "components",
+                "[debian] components may not be empty".to_owned(),
+            ));
+        }
+        if let Some(m) = &d.mirror
+            && !(m.contains("://") || m.starts_with('/'))
+        {
+            return Err(t.error(
+                "mirror",
+                format!("[debian] mirror {m:?} is neither a URL nor an absolute directory"),
+            ));
+        }
+    }
+    if l.distribution == Some(Distribution::Debian) {
+        if let Some(p) = l
+            .packages
+            .iter()
+            .find(|p| !valid_name(p) || p.contains('_'))
+        {
+            return Err(t.error(
+                "packages",
+                format!("package {p:?} is not a Debian package name"),
+            ));
+        }
+        if !l.repositories.is_empty() {
+            return Err(t.error(
+                "repositories",
+                "`repositories` is Alpine's; Debian packages come from [debian] mirror".to_owned(),
+            ));
+        }
+    }
     for (i, p) in l.postprocess.iter().enumerate() {
         if p.script.is_some() == p.file.is_some() {
             return Err(t.error(
@@ -566,7 +673,29 @@ fn finish(l: Layer, origin: &Path) -> Result<Treefile, Error> {
     };
     let ref_name = l.ref_name.ok_or_else(|| missing("ref"))?;
     let distribution = l.distribution.ok_or_else(|| missing("distribution"))?;
-    if l.repositories.is_empty() {
+    let debian = match (distribution, l.debian) {
+        (Distribution::Alpine, None) => None,
+        (Distribution::Alpine, Some(_)) => {
+            return Err(Error::Conflict {
+                path: origin.to_owned(),
+                message: "a [debian] table in an Alpine treefile".to_owned(),
+            });
+        }
+        (Distribution::Debian, d) => {
+            let d = d.unwrap_or_default();
+            Some(Debian {
+                suite: d.suite.ok_or_else(|| missing("[debian] suite"))?,
+                components: d.components.unwrap_or_else(|| vec!["main".to_owned()]),
+                mirror: d.mirror,
+                keyring: d
+                    .keyring
+                    .unwrap_or_else(|| PathBuf::from(treeline_pkg::source::DEBIAN_KEYRING)),
+                install_recommends: d.install_recommends.unwrap_or(false),
+                minbase: d.minbase.unwrap_or(true),
+            })
+        }
+    };
+    if distribution == Distribution::Alpine && l.repositories.is_empty() {
         return Err(missing("repositories"));
     }
     let mut packages = l.packages;
@@ -602,7 +731,11 @@ fn finish(l: Layer, origin: &Path) -> Result<Treefile, Error> {
         ref_name,
         version: l.version,
         distribution,
-        arch: l.arch.unwrap_or_else(default_arch),
+        arch: match (distribution, l.arch) {
+            (_, Some(a)) => a,
+            (Distribution::Alpine, None) => default_arch(),
+            (Distribution::Debian, None) => "amd64".to_owned(),
+        },
         repositories: l.repositories,
         keys: l.keys,
         packages,
@@ -618,6 +751,7 @@ fn finish(l: Layer, origin: &Path) -> Result<Treefile, Error> {
         kernel: l.kernel,
         postprocess: l.postprocess,
         metadata: l.metadata,
+        debian,
     })
 }
 
@@ -767,6 +901,52 @@ mod tests {
     }
 
     #[test]
+    fn debian_treefile_has_minimal_defaults() {
+        let tf = parse(
+            "ref = \"d\"\ndistribution = \"debian\"\npackages = [\"systemd\"]\n\
+             [debian]\nsuite = \"bookworm\"\n",
+        )
+        .unwrap();
+        assert_eq!(tf.arch, "amd64");
+        let d = tf.debian.unwrap();
+        assert_eq!(d.suite, "bookworm");
+        assert_eq!(d.components, ["main"]);
+        assert_eq!(d.mirror, None);
+        assert_eq!(
+            d.keyring,
+            Path::new("/usr/share/keyrings/debian-archive-keyring.gpg")
+        );
+        assert!(!d.install_recommends);
+        assert!(d.minbase);
+    }
+
+    #[test]
+    fn debian_treefile_errors_name_their_line() {
+        let head = "ref = \"d\"\ndistribution = \"debian\"\npackages = [\"systemd\"]\n";
+        let err = |tail: &str| parse(&format!("{head}{tail}")).unwrap_err().to_string();
+        let e = err("[debian]\nsuite = \"bookworm\"\nmirorr = \"http://m\"\n");
+        assert!(e.starts_with("t.toml:6:") && e.contains("mirorr"), "{e}");
+        let e = err("[debian]\nsuite = \"book worm\"\n");
+        assert!(e.starts_with("t.toml:5:") && e.contains("suite"), "{e}");
+        let e = err("[debian]\nsuite = \"bookworm\"\nmirror = \"deb.example.org\"\n");
+        assert!(e.starts_with("t.toml:6:") && e.contains("mirror"), "{e}");
+        let e = err("repositories = [\"r\"]\n[debian]\nsuite = \"bookworm\"\n");
+        assert!(
+            e.starts_with("t.toml:4:") && e.contains("repositories"),
+            "{e}"
+        );
+        let e = err("[debian]\ncomponents = [\"main\"]\n");
+        assert!(e.contains("[debian] suite"), "{e}");
+        let e = parse(
+            "ref = \"a\"\ndistribution = \"alpine\"\nrepositories = [\"r\"]\npackages = [\"x\"]\n\
+             [debian]\nsuite = \"bookworm\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[debian] table in an Alpine treefile"), "{e}");
+    }
+
+    #[test]
     fn example_treefile_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let tf = Treefile::load(&dir.join("alpine-minimal.toml")).unwrap();
@@ -785,5 +965,10 @@ mod tests {
         assert_eq!(server.files, tf.files);
         assert_eq!(server.users[0].groups, ["ops", "wheel"]);
         assert_eq!(server.metadata["org.example.variant"], "server");
+
+        let debian = Treefile::load(&dir.join("debian-minimal.toml")).unwrap();
+        assert_eq!(debian.distribution, Distribution::Debian);
+        assert_eq!(debian.packages, ["systemd", "openssh-server"]);
+        assert_eq!(debian.debian.unwrap().suite, "bookworm");
     }
 }
