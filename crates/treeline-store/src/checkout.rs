@@ -229,7 +229,10 @@ fn place_file(
     can_link: bool,
     opts: &CheckoutOptions,
 ) -> Result<()> {
-    let exists = fs::symlink_metadata(dest).is_ok();
+    // A fresh checkout (nothing may be replaced) links first and learns from EEXIST that
+    // a path exists, saving a stat per file.
+    let link_first = opts.overwrite == Overwrite::Never && can_link;
+    let exists = !link_first && fs::symlink_metadata(dest).is_ok();
     if exists {
         match opts.overwrite {
             Overwrite::Never => {
@@ -247,6 +250,12 @@ fn place_file(
         let obj = repo.object_path(&ObjectName::new(*csum, ObjectType::File));
         match link_into_place(&obj, dest, exists) {
             Ok(()) => return Ok(()),
+            Err(e) if link_first && e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Checkout {
+                    path: dest.to_path_buf(),
+                    message: "already exists (use --union or --union-add)".into(),
+                });
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EMLINK)) => {
                 if opts.require_hardlinks {
                     return Err(Error::Checkout {
@@ -282,6 +291,12 @@ fn place_file(
             ),
         });
     }
+    if link_first && fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::Checkout {
+            path: dest.to_path_buf(),
+            message: "already exists (use --union or --union-add)".into(),
+        });
+    }
     copy_out(repo, csum, dest, exists, opts)
 }
 
@@ -289,6 +304,11 @@ fn place_file(
 /// as regular files, and user mode must not hand out setuid/setgid files, so those are
 /// written out instead (as ostree does).
 fn hardlinkable(repo: &Repo, csum: &Checksum, opts: &CheckoutOptions) -> Result<bool> {
+    // Bare objects are the files themselves, symlinks included: all linkable outside user
+    // mode (a missing object shows when the link fails).
+    if repo.mode() == RepoMode::Bare && !opts.user_mode {
+        return Ok(true);
+    }
     let obj = repo.object_path(&ObjectName::new(*csum, ObjectType::File));
     let mode =
         if repo.mode() == RepoMode::BareUser {

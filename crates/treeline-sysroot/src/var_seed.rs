@@ -15,7 +15,7 @@
 //! what is still missing.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::deployment::parse_deploy_name;
 use crate::error::{IoContext, Result};
@@ -46,8 +46,25 @@ pub(crate) fn seed_once(root: &Path, stateroot_dir: &Path, commit: &str) -> Resu
         let src = root.join("var");
         if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
             let dest = stateroot_dir.join("var");
-            copy_missing(&src, &dest, Path::new(""), &mut report.copied)?;
-            fsutil::syncfs(&dest)?;
+            let mut staged = Vec::new();
+            copy_missing(&src, &dest, Path::new(""), &mut staged)?;
+            // One flush for all the copies, then the renames that make them visible: a
+            // kill before a rename leaves a temporary copy the next seed replaces.
+            if !staged.is_empty() {
+                fsutil::syncfs(&dest)?;
+            }
+            let mut parents: Vec<&Path> = Vec::new();
+            for copy in &staged {
+                fs::rename(&copy.tmp, &copy.dest).at(&copy.dest)?;
+                let parent = copy.dest.parent().unwrap_or(&dest);
+                if !parents.contains(&parent) {
+                    parents.push(parent);
+                }
+            }
+            for parent in parents {
+                fsutil::fsync_dir(parent)?;
+            }
+            report.copied = staged.into_iter().map(|c| c.rel).collect();
         }
     }
     fsutil::write_atomic(&marker, format!("{commit}\n").as_bytes(), 0o644)?;
@@ -70,9 +87,18 @@ fn has_deployments(deploy_dir: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// Copy what `src` has and `dest` lacks; directories present on both sides are merged,
+/// A path copied under a temporary name, renamed into place once all copies are flushed.
+struct StagedCopy {
+    tmp: PathBuf,
+    dest: PathBuf,
+    /// The path relative to `/var`, for the report.
+    rel: String,
+}
+
+/// Copy what `src` has and `dest` lacks, each missing path under a temporary name beside
+/// its destination (listed in `staged`); directories present on both sides are merged,
 /// anything else present in `dest` (including a symlink) is left alone.
-fn copy_missing(src: &Path, dest: &Path, rel: &Path, copied: &mut Vec<String>) -> Result<()> {
+fn copy_missing(src: &Path, dest: &Path, rel: &Path, staged: &mut Vec<StagedCopy>) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(src)
         .at(src)?
         .map(|e| e.map(|e| e.file_name()))
@@ -85,22 +111,23 @@ fn copy_missing(src: &Path, dest: &Path, rel: &Path, copied: &mut Vec<String>) -
             Ok(dm) => {
                 let sm = fs::symlink_metadata(&s).at(&s)?;
                 if dm.is_dir() && sm.is_dir() {
-                    copy_missing(&s, &d, &rel.join(&name), copied)?;
+                    copy_missing(&s, &d, &rel.join(&name), staged)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Under a temporary name, so a kill leaves no half-copied directory.
                 let tmp = dest.join(format!(".tl-seed-{}", name.to_string_lossy()));
                 fsutil::remove_tree(&tmp)?;
                 fsutil::copy_preserving(&s, &tmp)?;
-                fsutil::syncfs(&tmp)?;
-                fs::rename(&tmp, &d).at(&d)?;
-                copied.push(rel.join(&name).display().to_string());
+                staged.push(StagedCopy {
+                    tmp,
+                    dest: d,
+                    rel: rel.join(&name).display().to_string(),
+                });
             }
             Err(e) => return Err(e).at(d),
         }
     }
-    fsutil::fsync_dir(dest)
+    Ok(())
 }
 
 #[cfg(test)]
