@@ -465,24 +465,24 @@ pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result
     drop(rt);
     tracing::info!(elapsed = ?started.elapsed(), "fetched");
 
-    let packages: Vec<&PackageMeta> = resolved.packages().collect();
-    let commits = import(repo, &resolved, &packages, &paths)?;
+    let commits = {
+        let packages: Vec<&PackageMeta> = resolved.packages().collect();
+        import(repo, &resolved, &packages, &paths)?
+    };
     tracing::info!(elapsed = ?started.elapsed(), "imported");
+    let owned: Vec<PackageMeta> = resolved.packages().cloned().collect();
+    let packages: Vec<&PackageMeta> = owned.iter().collect();
+    let sources = resolved.sources.clone();
+    // The universe (every package of every index: most of the memory) takes a second or
+    // more to free; nothing below needs it.
+    std::thread::spawn(move || drop(resolved));
 
     let tmp = repo.path().join("tmp");
     stage::unmount_stale(&tmp);
     let workdir = tempfile_in(&tmp)?;
     let root = workdir.join("root");
     std::fs::create_dir(&root).map_err(io_err(&root))?;
-    let result = assemble_and_commit(
-        repo,
-        tf,
-        opts,
-        &resolved.sources,
-        &packages,
-        &commits,
-        &root,
-    );
+    let result = assemble_and_commit(repo, tf, opts, &sources, &packages, &commits, &root);
     remove_in_background(&workdir);
     tracing::info!(elapsed = ?started.elapsed(), "cleaned up");
     result
