@@ -149,6 +149,68 @@ fn write_treefile(dir: &Path, packages: &[&str]) -> PathBuf {
     path
 }
 
+/// An unsigned apt repository in `dir` (`dists/SUITE/Release`, `main/binary-amd64/Packages`)
+/// holding one package, `NAME` 1.0, whose postinst exits 1.
+fn local_repository_with_failing_postinst(dir: &Path, name: &str) {
+    let build = dir.join("build");
+    fs::create_dir_all(build.join("DEBIAN")).unwrap();
+    fs::create_dir_all(build.join("usr/share/doc").join(name)).unwrap();
+    fs::write(
+        build.join("usr/share/doc").join(name).join("README"),
+        "fails to configure\n",
+    )
+    .unwrap();
+    fs::write(
+        build.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: treeline tests <t@example.org>\n\
+             Priority: optional\nSection: misc\nDescription: a package whose postinst fails\n"
+        ),
+    )
+    .unwrap();
+    write_file(
+        &build,
+        "DEBIAN/postinst",
+        b"#!/bin/sh\necho 'configuring fails on purpose' >&2\nexit 1\n",
+        0o755,
+    );
+    let pool = dir.join("pool");
+    fs::create_dir_all(&pool).unwrap();
+    let deb = pool.join(format!("{name}_1.0_all.deb"));
+    run_ok(
+        tool("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&build)
+            .arg(&deb),
+    );
+    let sha256 = |p: &Path| {
+        run_ok(tool("sha256sum").arg(p))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let control = run_ok(tool("dpkg-deb").arg("-f").arg(&deb));
+    let packages = format!(
+        "{}Filename: pool/{name}_1.0_all.deb\nSize: {}\nSHA256: {}\n\n",
+        control,
+        fs::metadata(&deb).unwrap().len(),
+        sha256(&deb)
+    );
+    let index = dir.join("dists").join(SUITE).join("main/binary-amd64");
+    fs::create_dir_all(&index).unwrap();
+    fs::write(index.join("Packages"), &packages).unwrap();
+    fs::write(
+        dir.join("dists").join(SUITE).join("Release"),
+        format!(
+            "Suite: {SUITE}\nCodename: {SUITE}\nArchitectures: amd64 all\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages\n",
+            sha256(&index.join("Packages")),
+            packages.len()
+        ),
+    )
+    .unwrap();
+}
+
 fn compose_json(repo: &Path, treefile: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
     let out = run_ok(
         tl(repo)
@@ -482,5 +544,45 @@ fn compose_debian_minimal_gives_a_tree_dpkg_and_apt_accept() {
     assert_eq!(
         fs::read_link(root2.join("etc/alternatives/pager")).unwrap(),
         Path::new("/usr/bin/less")
+    );
+
+    // A maintainer script that fails fails the compose, naming the package and the
+    // script; the ref stays where it was and the repository stays sound.
+    let local = scratch.path().join("local-repo");
+    local_repository_with_failing_postinst(&local, "treeline-fails-postinst");
+    let failing = scratch.path().join("failing.toml");
+    fs::write(
+        &failing,
+        fs::read_to_string(&plus)
+            .unwrap()
+            .replace("\"less\"]", "\"less\", \"treeline-fails-postinst\"]")
+            + &format!("local-repositories = [{:?}]\n", local.display().to_string()),
+    )
+    .unwrap();
+    let out = run_fail(
+        tl(&repo)
+            .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+            .args(["compose", "tree", "--cache-dir"])
+            .arg(&cache)
+            .arg(&failing),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("treeline-fails-postinst") && stderr.contains("postinst"),
+        "the error names neither the package nor the script: {stderr}"
+    );
+    let head = run_ok(ostree(&repo).args(["rev-parse", "debian/bookworm/amd64/minimal"]));
+    assert_eq!(
+        head.trim(),
+        child["commit"].as_str().unwrap(),
+        "the ref moved"
+    );
+    run_ok(ostree(&repo).arg("fsck"));
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let tmp = fs::canonicalize(&repo).unwrap().join("tmp");
+    assert!(
+        !mounts.contains(&*tmp.to_string_lossy()),
+        "a mount is left under {}:\n{mounts}",
+        tmp.display()
     );
 }

@@ -364,13 +364,28 @@ pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
                 Some(m) => m.clone(),
                 None => host_mirror(&d.suite, &tf.arch)?,
             };
-            let source = Source::Deb(DebSource {
+            let mut sources = vec![Source::Deb(DebSource {
                 uri,
                 suite: d.suite.clone(),
                 components: d.components.clone(),
                 arch: tf.arch.clone(),
                 keyring: Some(d.keyring.clone()),
-            });
+            })];
+            for dir in &d.local_repositories {
+                if !dir.is_dir() {
+                    return Err(Error::Tree {
+                        what: format!("[debian] local-repositories {}", dir.display()),
+                        message: "not a directory".to_owned(),
+                    });
+                }
+                sources.push(Source::Deb(DebSource {
+                    uri: dir.display().to_string(),
+                    suite: d.suite.clone(),
+                    components: d.components.clone(),
+                    arch: tf.arch.clone(),
+                    keyring: None,
+                }));
+            }
             let mut request = Request::names(&tf.packages);
             request.forbid = Request::names(&tf.exclude_packages)
                 .install
@@ -380,7 +395,7 @@ pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
             request.install_recommends = d.install_recommends;
             request.add_essential = true;
             request.add_required = d.minbase;
-            (vec![source], request)
+            (sources, request)
         }
     };
     let rt = pipeline::runtime().map_err(|e| packages_err(e.into()))?;
@@ -450,25 +465,49 @@ pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result
     drop(rt);
     tracing::info!(elapsed = ?started.elapsed(), "fetched");
 
-    let packages: Vec<&PackageMeta> = resolved.packages().collect();
-    let commits = import(repo, &resolved, &packages, &paths)?;
+    let commits = {
+        let packages: Vec<&PackageMeta> = resolved.packages().collect();
+        import(repo, &resolved, &packages, &paths)?
+    };
     tracing::info!(elapsed = ?started.elapsed(), "imported");
+    let owned: Vec<PackageMeta> = resolved.packages().cloned().collect();
+    let packages: Vec<&PackageMeta> = owned.iter().collect();
+    let sources = resolved.sources.clone();
+    // The universe (every package of every index: most of the memory) takes a second or
+    // more to free; nothing below needs it.
+    std::thread::spawn(move || drop(resolved));
 
     let tmp = repo.path().join("tmp");
+    stage::unmount_stale(&tmp);
     let workdir = tempfile_in(&tmp)?;
     let root = workdir.join("root");
     std::fs::create_dir(&root).map_err(io_err(&root))?;
-    let result = assemble_and_commit(
-        repo,
-        tf,
-        opts,
-        &resolved.sources,
-        &packages,
-        &commits,
-        &root,
-    );
-    let _ = std::fs::remove_dir_all(&workdir);
+    let result = assemble_and_commit(repo, tf, opts, &sources, &packages, &commits, &root);
+    remove_in_background(&workdir);
+    tracing::info!(elapsed = ?started.elapsed(), "cleaned up");
     result
+}
+
+/// Removes `dir` (a compose's work directory: tens of thousands of links and files)
+/// without waiting: it is renamed out of the way, then `rm -rf` runs on, detached.
+/// Where that cannot be started, the removal happens here.
+fn remove_in_background(dir: &Path) {
+    let trash = dir.with_extension("removing");
+    let target = if std::fs::rename(dir, &trash).is_ok() {
+        trash
+    } else {
+        dir.to_owned()
+    };
+    let spawned = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&target)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if spawned.is_err() {
+        let _ = std::fs::remove_dir_all(&target);
+    }
 }
 
 /// A fresh private directory under `parent` (the repository's tmp, so checkouts copy
@@ -541,10 +580,10 @@ fn assemble_and_commit(
     }
     // One transaction for a kept configured root and the commit: one sync for both.
     let txn = repo.begin().map_err(store_err("starting a transaction"))?;
-    let pending = match tf.distribution {
+    let (pending, overlay) = match tf.distribution {
         Distribution::Alpine => {
             assemble_apk(repo, tf, packages, commits, root)?;
-            None
+            (None, None)
         }
         Distribution::Debian => {
             let reuse = !opts.fresh && tf.base.is_none();
@@ -569,7 +608,16 @@ fn assemble_and_commit(
         })
         .collect();
     installed.sort();
-    commit_root(repo, txn, pending, tf, opts, root, packages, installed)
+    let devino = overlay.as_ref().map(stage::Overlay::devino);
+    let outcome = commit_root(
+        repo, txn, pending, tf, opts, root, devino, packages, installed,
+    );
+    // Unmounted before the caller removes the directories under it.
+    if let Some(o) = overlay {
+        o.unmount()?;
+        tracing::debug!("overlay unmounted");
+    }
+    outcome
 }
 
 /// Alpine: per package, pre-install, extract, record, post-install; then triggers and
@@ -612,16 +660,25 @@ fn assemble_deb(
     root: &Path,
     reuse: bool,
     txn: &treeline_store::Transaction<'_>,
-) -> Result<Option<stage::Pending>> {
+) -> Result<(Option<stage::Pending>, Option<stage::Overlay>)> {
     let started = std::time::Instant::now();
     let mut pending = None;
+    let mut overlay = None;
     let ids: BTreeSet<String> = packages.iter().map(|p| stage::identity(p)).collect();
     let reused = if reuse { stage::find(repo, &ids) } else { None };
     let mut debs = Vec::with_capacity(packages.len());
     match &reused {
         Some(s) => {
-            stage::restore(repo, s, root)?;
-            let fresh = root.with_file_name("fresh");
+            overlay = stage::Overlay::mount(repo, s, root)?;
+            // New packages are unpacked beside the root and moved in; on an overlay,
+            // inside it, as renames between layers fail.
+            let fresh = match &overlay {
+                Some(_) => root.join(".treeline-new"),
+                None => {
+                    stage::restore(repo, s, root)?;
+                    root.with_file_name("fresh")
+                }
+            };
             std::fs::create_dir_all(&fresh).map_err(io_err(&fresh))?;
             for (meta, commit) in packages.iter().zip(commits) {
                 if !s.packages.contains(&stage::identity(meta)) {
@@ -638,9 +695,10 @@ fn assemble_deb(
                 }
             }
             stage::move_into(&fresh, root)?;
-            let _ = std::fs::remove_dir_all(&fresh);
+            std::fs::remove_dir_all(&fresh).map_err(io_err(&fresh))?;
             tracing::info!(
                 stage = %s.commit.to_hex(),
+                overlay = overlay.is_some(),
                 new = debs.len(),
                 elapsed = ?started.elapsed(),
                 "restored a configured root"
@@ -672,15 +730,18 @@ fn assemble_deb(
         tracing::info!(elapsed = ?started.elapsed(), "configured");
         dpkg::clean(root)?;
         // Only an optimisation: a root that cannot be kept is assembled again next time.
-        match stage::write(txn, root, ids) {
+        let devino = overlay.as_ref().map(stage::Overlay::devino);
+        match stage::write(txn, root, ids, devino) {
             Ok(p) => pending = Some(p),
             Err(e) => tracing::warn!("not keeping the configured root for later composes: {e}"),
         }
         tracing::info!(elapsed = ?started.elapsed(), "stage written");
     }
-    // apt's sources: the ones the packages came from, as one-line entries.
+    // apt's sources: the mirror the packages came from, as a one-line entry (the
+    // treefile's local repositories are directories of the build host).
     let list: String = sources
         .iter()
+        .take(1)
         .filter_map(|s| match s {
             Source::Deb(d) => Some(format!(
                 "deb {} {} {}\n",
@@ -694,7 +755,7 @@ fn assemble_deb(
     let apt = root.join("etc/apt");
     std::fs::create_dir_all(&apt).map_err(io_err(&apt))?;
     features::replace_file(&apt.join("sources.list"), list.as_bytes(), 0o644)?;
-    Ok(pending)
+    Ok((pending, overlay))
 }
 
 fn unpack_base(base: &Path, root: &Path) -> Result<()> {
@@ -782,6 +843,7 @@ fn commit_root(
     tf: &Treefile,
     opts: &ComposeOptions,
     root: &Path,
+    devino: Option<std::collections::HashMap<(u64, u64), Checksum>>,
     packages: &[&PackageMeta],
     installed: Vec<Package>,
 ) -> Result<Outcome> {
@@ -843,15 +905,23 @@ fn commit_root(
     }
 
     let started = std::time::Instant::now();
-    let modifier = CommitModifier::default().for_repo(repo);
+    let on_overlay = devino.is_some();
+    let modifier = CommitModifier {
+        devino,
+        ..CommitModifier::default()
+    }
+    .for_repo(repo);
     let tree = tree_from_dir(&txn, root, &modifier, &NoProgress)
         .map_err(store_err("reading the composed root"))?;
     let written = tree
         .write(&txn)
         .map_err(store_err("writing the composed tree"))?;
     // The root is in the store now; removed before the sync, its data is never written
-    // back to the disk.
-    let _ = std::fs::remove_dir_all(root);
+    // back to the disk. (An overlay is unmounted and removed by the caller: removing
+    // through it would only write whiteouts.)
+    if !on_overlay {
+        let _ = std::fs::remove_dir_all(root);
+    }
     tracing::info!(elapsed = ?started.elapsed(), "tree written");
 
     if let (Some(p), Some(prev)) = (&parent, &parent_commit)

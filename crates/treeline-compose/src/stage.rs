@@ -9,8 +9,10 @@
 //! configured, on top, as `apt-get install NEW` would on the earlier system. A stage is
 //! never used when a package was removed or changed version, or with a `base` tarball.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use treeline_pkg::PackageMeta;
 use treeline_store::checkout::{CheckoutOptions, Overwrite, checkout};
@@ -79,6 +81,183 @@ pub fn restore(repo: &Repo, stage: &Stage, root: &Path) -> Result<()> {
     )))
 }
 
+/// A stage checked out with hardlinks as the read-only lower layer of an overlay mounted
+/// on the root being assembled: whatever is written under the root (new packages, their
+/// scripts, the treefile's settings, the layout) goes to a private upper directory, by
+/// copy-up, so nothing can write through to a store object, and nothing is copied that
+/// is not written. Files still in the lower layer are store objects, and the store's
+/// device/inode map names their checksums without reading them again.
+///
+/// Unmounted on drop. A compose that is killed leaves the mount behind, under the
+/// repository's `tmp`: [`unmount_stale`] removes it on the next compose.
+pub struct Overlay {
+    root: PathBuf,
+    devino: HashMap<(u64, u64), Checksum>,
+    mounted: bool,
+}
+
+/// The mount options an overlay needs to be committed through: directory renames (the
+/// layout moves `/etc` and `/var/lib/dpkg`) kept in the upper layer, no metadata-only
+/// copy-up (a file in the upper layer has its own data), inode numbers of the layers
+/// as they are (the device/inode map). `volatile`: no sync of the upper layer (on
+/// unmount it would sync the whole filesystem); the upper layer is thrown away, what
+/// is kept is committed into the store, which syncs what it writes.
+const OVERLAY_OPTIONS: &str = "redirect_dir=on,metacopy=off,index=off,xino=off,volatile";
+
+impl Overlay {
+    /// Checks `stage` out with hardlinks next to `root` and mounts the overlay on `root`.
+    /// `None` when that is impossible here (no privilege to mount, a repository mode
+    /// whose objects are not the files themselves, a path overlayfs cannot take): the
+    /// caller copies the stage instead.
+    pub fn mount(repo: &Repo, stage: &Stage, root: &Path) -> Result<Option<Overlay>> {
+        if repo.mode() != treeline_store::RepoMode::Bare {
+            return Ok(None);
+        }
+        let parent = root.parent().unwrap_or(Path::new("/"));
+        let (lower, upper, work) = (
+            parent.join("lower"),
+            parent.join("upper"),
+            parent.join("overlay-work"),
+        );
+        let printable = |p: &Path| {
+            p.to_str()
+                .is_some_and(|s| !s.contains([',', ':', '\\', '"', '\'']))
+        };
+        if ![&lower, &upper, &work, root].iter().all(|p| printable(p)) {
+            return Ok(None);
+        }
+        let devino = match treeline_store::builder::scan_devino(repo) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("no device/inode map, not mounting an overlay: {e}");
+                return Ok(None);
+            }
+        };
+        for d in [&upper, &work] {
+            std::fs::create_dir(d).map_err(io_err(d))?;
+        }
+        let opts = CheckoutOptions {
+            require_hardlinks: true,
+            ..CheckoutOptions::default()
+        };
+        checkout(repo, &stage.commit, &lower, &opts, &NoProgress).map_err(store_err(format!(
+            "checking out stage {}",
+            stage.commit.to_hex()
+        )))?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={},{OVERLAY_OPTIONS}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let output = Command::new("mount")
+            .args(["-t", "overlay", "treeline-compose", "-o", &options])
+            .arg(root)
+            .output();
+        match output {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                tracing::debug!(
+                    "mounting an overlay failed, copying the stage instead: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::debug!("cannot run mount, copying the stage instead: {e}");
+                return Ok(None);
+            }
+        }
+        let mut overlay = Overlay {
+            root: root.to_owned(),
+            devino: HashMap::new(),
+            mounted: true,
+        };
+        // Through the overlay a file of the lower layer has the overlay's device and its
+        // own inode number; files copied up have inodes of their own.
+        let dev = std::fs::metadata(root).map_err(io_err(root))?.dev();
+        overlay.devino = devino
+            .into_iter()
+            .flat_map(|((d, ino), c)| [((d, ino), c), ((dev, ino), c)])
+            .collect();
+        Ok(Some(overlay))
+    }
+
+    /// The device/inode map of the files still in the lower layer, for
+    /// [`CommitModifier::devino`](treeline_store::builder::CommitModifier).
+    pub fn devino(&self) -> HashMap<(u64, u64), Checksum> {
+        self.devino.clone()
+    }
+
+    /// Unmounts; the directories stay for the caller to remove.
+    pub fn unmount(mut self) -> Result<()> {
+        self.mounted = false;
+        unmount(&self.root)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        if self.mounted
+            && let Err(e) = unmount(&self.root)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+fn unmount(root: &Path) -> Result<()> {
+    let status = Command::new("umount").arg(root).status();
+    if status.as_ref().is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    // Busy (a script left a process behind): detach it, it goes when that exits.
+    match Command::new("umount").arg("-l").arg(root).status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(io_err(root)(std::io::Error::other(format!(
+            "umount -l failed: {s}"
+        )))),
+        Err(e) => Err(io_err(root)(e)),
+    }
+}
+
+/// Unmounts overlays that composes killed before they could unmount left under `tmp`
+/// (the repository's temporary directory) and removes their directories.
+pub fn unmount_stale(tmp: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let Ok(tmp) = std::fs::canonicalize(tmp) else {
+        return;
+    };
+    for line in mountinfo.lines() {
+        // Field 5 is the mount point (octal escapes only for whitespace and backslash,
+        // which compose directory names never contain).
+        let Some(point) = line.split(' ').nth(4).map(PathBuf::from) else {
+            continue;
+        };
+        let Some(dir) = point.parent() else { continue };
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let pid_alive = name
+            .strip_prefix("compose-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if dir.parent() != Some(tmp.as_path()) || !name.starts_with("compose-") || pid_alive {
+            continue;
+        }
+        match unmount(&point) {
+            Ok(()) => {
+                tracing::info!("removed the overlay of a killed compose: {}", dir.display());
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+}
+
 /// A configured root written into a transaction, to be committed with the compose's
 /// own commit (one sync for both).
 pub struct Pending {
@@ -89,9 +268,19 @@ pub struct Pending {
 }
 
 /// Writes `root` (the configured root of `packages`) into `txn`.
-pub fn write(txn: &Transaction<'_>, root: &Path, packages: BTreeSet<String>) -> Result<Pending> {
+/// `devino`: an [`Overlay`]'s map, when `root` is one.
+pub fn write(
+    txn: &Transaction<'_>,
+    root: &Path,
+    packages: BTreeSet<String>,
+    devino: Option<HashMap<(u64, u64), Checksum>>,
+) -> Result<Pending> {
     use treeline_store::builder::{CommitModifier, tree_from_dir};
-    let modifier = CommitModifier::default().for_repo(txn.repo());
+    let modifier = CommitModifier {
+        devino,
+        ..CommitModifier::default()
+    }
+    .for_repo(txn.repo());
     let tree = tree_from_dir(txn, root, &modifier, &NoProgress)
         .map_err(store_err("reading the configured root"))?;
     let root = tree

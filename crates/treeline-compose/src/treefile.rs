@@ -92,6 +92,10 @@ pub struct Debian {
     /// Whether every `Priority: required` package is added to the request (default true:
     /// debootstrap's and mmdebstrap's `minbase`); `Essential: yes` ones always are.
     pub minbase: bool,
+    /// The treefile author's own apt repositories (directories), unsigned, searched
+    /// with the mirror for the same suite and components; not written to the tree's
+    /// `sources.list`.
+    pub local_repositories: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +107,7 @@ struct DebianLayer {
     keyring: Option<PathBuf>,
     install_recommends: Option<bool>,
     minbase: Option<bool>,
+    local_repositories: Option<Vec<PathBuf>>,
 }
 
 /// A file copied from the host into the tree.
@@ -359,7 +364,8 @@ impl Layer {
                 mirror,
                 keyring,
                 install_recommends,
-                minbase
+                minbase,
+                local_repositories
             );
         }
     }
@@ -480,6 +486,15 @@ fn parse_layer(
     }
     if let Some(k) = layer.debian.as_mut().and_then(|d| d.keyring.as_mut()) {
         anchor(k);
+    }
+    for r in layer
+        .debian
+        .as_mut()
+        .and_then(|d| d.local_repositories.as_mut())
+        .into_iter()
+        .flatten()
+    {
+        anchor(r);
     }
     if let Some(b) = layer.base.as_mut() {
         anchor(b);
@@ -692,6 +707,7 @@ fn finish(l: Layer, origin: &Path) -> Result<Treefile, Error> {
                     .unwrap_or_else(|| PathBuf::from(treeline_pkg::source::DEBIAN_KEYRING)),
                 install_recommends: d.install_recommends.unwrap_or(false),
                 minbase: d.minbase.unwrap_or(true),
+                local_repositories: d.local_repositories.unwrap_or_default(),
             })
         }
     };
