@@ -799,12 +799,17 @@ fn compose_kernel_package_lands_in_usr_lib_modules() {
             Path::new("../usr/lib/os-release")
         );
         assert!(dep.join("etc/apk/world").is_file());
-        let boot: Vec<String> = fs::read_dir(sysroot.join("boot/ostree"))
+        let mut boot: Vec<String> = fs::read_dir(sysroot.join("boot/ostree"))
             .unwrap()
             .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(boot, [format!("vmlinuz-{kver}")]);
+        boot.sort();
+        // The kernel, and the initramfs compose built for it.
+        assert_eq!(
+            boot,
+            [format!("initramfs-{kver}.img"), format!("vmlinuz-{kver}")]
+        );
     });
     clear_deployment_immutable(&sysroot);
     if let Err(e) = deployed {
