@@ -16,6 +16,9 @@
 #          test data; OpenRC under busybox init, a getty on the serial console) carrying
 #          the same kernel with treeline-boot's initramfs (untimed), `image build` of it
 #          timed, and qemu booting it: time from qemu start to the `login:` prompt.
+#          Then examples/debian-vm.toml (bookworm, systemd; compose builds the initramfs;
+#          untimed), its `image build` timed, and qemu (512 MiB) to `login:` (DEBIAN=0
+#          skips it).
 # Method:  RUNS runs of each (default 3), `sync` before each; wall time; medians.
 #
 # Usage:   bench/image.sh [--runs N] [--workdir DIR] [--keep]
@@ -221,3 +224,53 @@ printf '  tree (du)                 %8d KiB\n' "$ctree_kib"
 printf '  raw image: virtual        %8d KiB, allocated %d KiB\n' $(($(stat -c %s "$cw/disk.img") / 1024)) $((craw_alloc / 1024))
 printf '  build raw   (wall)        %8.2f s\n' "$(printf '%s\n' "${cbuild[@]}" | median)"
 printf '  boot to login:, TCG       %8.2f s\n' "$(printf '%s\n' "${cboot[@]}" | median)"
+
+# The composed Debian system (systemd): examples/debian-vm.toml (Debian's kernel from the
+# host's mirror, compose's own treeline-boot initramfs), untimed compose; `image build`
+# timed; qemu (TCG, 512 MiB) from start to the serial getty's `login:`, then killed.
+# DEBIAN=0 skips it.
+if [ "${DEBIAN:-1}" != 0 ]; then
+    dw=$WORK/debian
+    mkdir -p "$dw"
+    drepo=$dw/repo
+    dref=debian/bookworm/amd64/vm
+    ostree --repo="$drepo" init --mode=bare
+    "$TL" --repo="$drepo" compose tree --cache-dir "$CACHE/compose-debian" \
+        --boot-init "$boot_bin" "$REPO_ROOT/examples/debian-vm.toml" >/dev/null
+    ostree --repo="$drepo" checkout -H "$dref" "$dw/tree"
+    dtree_kib=$(du -sk "$dw/tree" | cut -f1)
+    dbuild=()
+    dboot=()
+    for i in $(seq "$RUNS"); do
+        rm -f "$dw/disk.img"
+        sync
+        t0=$(now)
+        "$TL" --repo="$drepo" image build --ref "$dref" --out "$dw/disk.img" \
+            --karg console=ttyS0 --karg panic=-1 >/dev/null 2>&1
+        dbuild+=("$(echo "$(now) - $t0" | bc)")
+        log=$dw/serial.log
+        rm -f "$log"
+        t0=$(now)
+        timeout 600 qemu-system-x86_64 -accel tcg -m 512 -display none -no-reboot -monitor none \
+            -serial "file:$log" -drive "file=$dw/disk.img,format=raw,if=virtio" &
+        qpid=$!
+        t_login=
+        while kill -0 "$qpid" 2>/dev/null; do
+            if grep -q 'treeline-vm login:' "$log" 2>/dev/null; then
+                t_login=$(echo "$(now) - $t0" | bc)
+                kill "$qpid"
+                break
+            fi
+            sleep 0.2
+        done
+        wait "$qpid" || true
+        [ -n "$t_login" ] || die "run $i: the Debian image showed no login prompt; serial log in $log"
+        dboot+=("$t_login")
+    done
+    draw_alloc=$(( $(stat -c %b "$dw/disk.img") * $(stat -c %B "$dw/disk.img") ))
+    echo "composed Debian bookworm (systemd, udev, linux-image-amd64), compose-time treeline-boot initramfs ($RUNS runs, medians)"
+    printf '  tree (du)                 %8d KiB\n' "$dtree_kib"
+    printf '  raw image: virtual        %8d KiB, allocated %d KiB\n' $(($(stat -c %s "$dw/disk.img") / 1024)) $((draw_alloc / 1024))
+    printf '  build raw   (wall)        %8.2f s\n' "$(printf '%s\n' "${dbuild[@]}" | median)"
+    printf '  boot to login:, TCG       %8.2f s\n' "$(printf '%s\n' "${dboot[@]}" | median)"
+fi
