@@ -12,10 +12,19 @@
 #          tree (du, hardlinks once), the raw image (virtual and allocated) and the qcow2;
 #          then qemu (TCG, 256 MiB) boots the raw image: time from qemu start to the marker
 #          on the serial console (SeaBIOS, extlinux, kernel, initramfs, root mount).
+#          Then a composed system: `treeline compose` of alpine-base (3.19 packages of the
+#          test data; OpenRC under busybox init, a getty on the serial console) carrying
+#          the same kernel with treeline-boot's initramfs (untimed), `image build` of it
+#          timed, and qemu booting it: time from qemu start to the `login:` prompt.
+#          Then examples/debian-vm.toml (bookworm, systemd; compose builds the initramfs;
+#          untimed), its `image build` timed, and qemu (512 MiB) to `login:` (DEBIAN=0
+#          skips it).
 # Method:  RUNS runs of each (default 3), `sync` before each; wall time; medians.
 #
 # Usage:   bench/image.sh [--runs N] [--workdir DIR] [--keep]
-# Env:     RUNS, TREELINE_BIN (skip the build), BENCH_WORKDIR, KEEP=1,
+# Env:     RUNS, TREELINE_BIN (skip the build), TREELINE_BOOT_STATIC (the static
+#          treeline-boot; default target/x86_64-unknown-linux-gnu/debug/treeline-boot),
+#          BENCH_WORKDIR, KEEP=1,
 #          TREELINE_TEST_DATA (default ../shared/data), TREELINE_TEST_CACHE.
 #
 # Not a test: CI does not run it. Needs root (extlinux install loop-mounts). Numbers are
@@ -142,3 +151,126 @@ printf '  qcow2 image               %8d KiB\n' $((qcow2_size / 1024))
 printf '  build raw   (wall)        %8.2f s\n' "$(printf '%s\n' "${build_times_raw[@]}" | median)"
 printf '  build qcow2 (wall)        %8.2f s\n' "$(printf '%s\n' "${build_times_qcow2[@]}" | median)"
 printf '  boot to marker, TCG       %8.2f s\n' "$(printf '%s\n' "${boot_times[@]}" | median)"
+
+# The composed Alpine system (OpenRC), booted through treeline-boot to a login prompt.
+boot_bin=${TREELINE_BOOT_STATIC:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/debug/treeline-boot}
+[ -f "$boot_bin" ] || die "no static treeline-boot at $boot_bin (build it as README says, or set TREELINE_BOOT_STATIC)"
+cw=$WORK/composed
+mkdir -p "$cw/keysroot"
+tar -xzf "$DATA/alpine/minirootfs/alpine-minirootfs-3.19.4-x86_64.tar.gz" -C "$cw/keysroot" ./etc/apk/keys
+"$TL" image initramfs --root "$kernel" --init "$boot_bin" --out "$cw/initramfs.img" >/dev/null
+printf '%s\n' '::sysinit:/sbin/openrc sysinit' '::sysinit:/sbin/openrc boot' \
+    '::wait:/sbin/openrc default' 'ttyS0::respawn:/sbin/getty -L ttyS0 115200 vt100' \
+    '::shutdown:/sbin/openrc shutdown' >"$cw/inittab"
+printf '%s\n' '#!/bin/sh' '(while ! pidof getty >/dev/null; do sleep 1; done; sleep 2; poweroff) >/dev/null 2>&1 &' \
+    >"$cw/off.start"
+cat >"$cw/vm.toml" <<EOF
+ref = "alpine/bench/composed"
+distribution = "alpine"
+arch = "x86_64"
+repositories = ["$DATA/alpine/v3.19-standard-iso-apks"]
+keys = "$cw/keysroot/etc/apk/keys"
+packages = ["alpine-base"]
+hostname = "tl-bench"
+services = [{ name = "hostname", runlevel = "boot" }, { name = "local", runlevel = "default" }]
+[[files]]
+src = "$cw/inittab"
+dest = "/etc/inittab"
+[[files]]
+src = "$cw/off.start"
+dest = "/etc/local.d/off.start"
+mode = "0755"
+[[files]]
+src = "$kernel/boot/vmlinuz-$kver"
+dest = "/usr/lib/modules/$kver/vmlinuz"
+[[files]]
+src = "$cw/initramfs.img"
+dest = "/usr/lib/modules/$kver/initramfs.img"
+EOF
+crepo=$cw/repo
+ostree --repo="$crepo" init --mode=bare
+"$TL" --repo="$crepo" compose tree --cache-dir "$cw/cache" "$cw/vm.toml" >/dev/null
+ostree --repo="$crepo" checkout -H alpine/bench/composed "$cw/tree"
+ctree_kib=$(du -sk "$cw/tree" | cut -f1)
+cbuild=()
+cboot=()
+for i in $(seq "$RUNS"); do
+    rm -f "$cw/disk.img"
+    sync
+    t0=$(now)
+    "$TL" --repo="$crepo" image build --ref alpine/bench/composed --out "$cw/disk.img" \
+        --karg console=ttyS0 --karg panic=-1 >/dev/null
+    cbuild+=("$(echo "$(now) - $t0" | bc)")
+    log=$cw/serial.log
+    rm -f "$log"
+    t0=$(now)
+    timeout 300 qemu-system-x86_64 -accel tcg -m 256 -display none -no-reboot -monitor none \
+        -serial "file:$log" -drive "file=$cw/disk.img,format=raw,if=virtio" &
+    qpid=$!
+    t_login=
+    while kill -0 "$qpid" 2>/dev/null; do
+        if [ -z "$t_login" ] && grep -q 'tl-bench login:' "$log" 2>/dev/null; then
+            t_login=$(echo "$(now) - $t0" | bc)
+        fi
+        sleep 0.2
+    done
+    wait "$qpid" || true
+    [ -n "$t_login" ] || die "run $i: the composed image showed no login prompt; serial log in $log"
+    cboot+=("$t_login")
+done
+craw_alloc=$(( $(stat -c %b "$cw/disk.img") * $(stat -c %B "$cw/disk.img") ))
+echo "composed alpine-base (OpenRC) + Debian kernel $kver, treeline-boot initramfs ($RUNS runs, medians)"
+printf '  tree (du)                 %8d KiB\n' "$ctree_kib"
+printf '  raw image: virtual        %8d KiB, allocated %d KiB\n' $(($(stat -c %s "$cw/disk.img") / 1024)) $((craw_alloc / 1024))
+printf '  build raw   (wall)        %8.2f s\n' "$(printf '%s\n' "${cbuild[@]}" | median)"
+printf '  boot to login:, TCG       %8.2f s\n' "$(printf '%s\n' "${cboot[@]}" | median)"
+
+# The composed Debian system (systemd): examples/debian-vm.toml (Debian's kernel from the
+# host's mirror, compose's own treeline-boot initramfs), untimed compose; `image build`
+# timed; qemu (TCG, 512 MiB) from start to the serial getty's `login:`, then killed.
+# DEBIAN=0 skips it.
+if [ "${DEBIAN:-1}" != 0 ]; then
+    dw=$WORK/debian
+    mkdir -p "$dw"
+    drepo=$dw/repo
+    dref=debian/bookworm/amd64/vm
+    ostree --repo="$drepo" init --mode=bare
+    "$TL" --repo="$drepo" compose tree --cache-dir "$CACHE/compose-debian" \
+        --boot-init "$boot_bin" "$REPO_ROOT/examples/debian-vm.toml" >/dev/null
+    ostree --repo="$drepo" checkout -H "$dref" "$dw/tree"
+    dtree_kib=$(du -sk "$dw/tree" | cut -f1)
+    dbuild=()
+    dboot=()
+    for i in $(seq "$RUNS"); do
+        rm -f "$dw/disk.img"
+        sync
+        t0=$(now)
+        "$TL" --repo="$drepo" image build --ref "$dref" --out "$dw/disk.img" \
+            --karg console=ttyS0 --karg panic=-1 >/dev/null 2>&1
+        dbuild+=("$(echo "$(now) - $t0" | bc)")
+        log=$dw/serial.log
+        rm -f "$log"
+        t0=$(now)
+        timeout 600 qemu-system-x86_64 -accel tcg -m 512 -display none -no-reboot -monitor none \
+            -serial "file:$log" -drive "file=$dw/disk.img,format=raw,if=virtio" &
+        qpid=$!
+        t_login=
+        while kill -0 "$qpid" 2>/dev/null; do
+            if grep -q 'treeline-vm login:' "$log" 2>/dev/null; then
+                t_login=$(echo "$(now) - $t0" | bc)
+                kill "$qpid"
+                break
+            fi
+            sleep 0.2
+        done
+        wait "$qpid" || true
+        [ -n "$t_login" ] || die "run $i: the Debian image showed no login prompt; serial log in $log"
+        dboot+=("$t_login")
+    done
+    draw_alloc=$(( $(stat -c %b "$dw/disk.img") * $(stat -c %B "$dw/disk.img") ))
+    echo "composed Debian bookworm (systemd, udev, linux-image-amd64), compose-time treeline-boot initramfs ($RUNS runs, medians)"
+    printf '  tree (du)                 %8d KiB\n' "$dtree_kib"
+    printf '  raw image: virtual        %8d KiB, allocated %d KiB\n' $(($(stat -c %s "$dw/disk.img") / 1024)) $((draw_alloc / 1024))
+    printf '  build raw   (wall)        %8.2f s\n' "$(printf '%s\n' "${dbuild[@]}" | median)"
+    printf '  boot to login:, TCG       %8.2f s\n' "$(printf '%s\n' "${dboot[@]}" | median)"
+fi

@@ -56,6 +56,15 @@ enum ComposeCommand {
         /// line); without it a previous summary.sig is removed, as `summary -u` does.
         #[arg(long, value_name = "FILE", requires = "update_summary")]
         summary_keys_file: Option<PathBuf>,
+        /// The statically linked treeline-boot that becomes /init of the initramfs compose
+        /// builds when the treefile's kernel brings none [default: treeline-boot next to
+        /// this program].
+        #[arg(long, value_name = "FILE", env = "TREELINE_BOOT")]
+        boot_init: Option<PathBuf>,
+        /// Also put this kernel module (a name or an alias) and what it needs in that
+        /// initramfs (repeatable).
+        #[arg(long = "initramfs-module", value_name = "NAME")]
+        initramfs_modules: Vec<String>,
     },
 }
 
@@ -72,6 +81,8 @@ pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
             static_delta,
             update_summary,
             summary_keys_file,
+            boot_init,
+            initramfs_modules,
         } => {
             let tf = Treefile::load(&treefile)?;
             let repo_path = repo.ok_or_else(|| anyhow!("compose tree needs --repo=PATH"))?;
@@ -84,6 +95,10 @@ pub fn run(repo: Option<PathBuf>, args: ComposeArgs) -> Result<ExitCode> {
                 fresh,
                 jobs,
                 progress: Some(Box::new(crate::progress::Bar::new("downloading"))),
+                initramfs: treeline_compose::initramfs::InitramfsSettings {
+                    init: Some(crate::image_cmds::treeline_boot_program(boot_init)?),
+                    extra_modules: initramfs_modules,
+                },
             };
             let outcome = compose_tree(&repo, &tf, &opts)
                 .with_context(|| format!("composing {}", treefile.display()))?;

@@ -715,12 +715,53 @@ fn compose_kernel_package_lands_in_usr_lib_modules() {
         ),
     )
     .unwrap();
-    let out = compose_json(&repo, &treefile, &scratch.path().join("cache"), &[]);
+    // The kernel brings no initramfs: without a treeline-boot to be its /init, the
+    // compose fails naming the kernel and the ref is not made.
+    let missing = scratch.path().join("no-treeline-boot");
+    let fail = run_fail(
+        tl(&repo)
+            .args(["compose", "tree", "--cache-dir"])
+            .arg(scratch.path().join("cache"))
+            .arg(&treefile)
+            .arg("--boot-init")
+            .arg(&missing),
+    );
+    let err = String::from_utf8_lossy(&fail.stderr);
+    assert!(
+        err.contains("kernel linux-test: initramfs") && err.contains("no-treeline-boot"),
+        "{err}"
+    );
+    assert!(!run_ok(tl(&repo).arg("refs")).contains("kernel/test"));
+
+    let boot = static_boot();
+    let out = compose_json(
+        &repo,
+        &treefile,
+        &scratch.path().join("cache"),
+        &["--boot-init", boot.to_str().unwrap()],
+    );
     let commit = out["commit"].as_str().unwrap();
     let cat = |path: &str| run_ok(ostree(&repo).args(["cat", commit, path]));
     assert_eq!(
         cat(&format!("/usr/lib/modules/{kver}/vmlinuz")),
         "a kernel\n"
+    );
+    // Compose built the initramfs from the tree's (empty) module index: a zstd archive
+    // whose /init is treeline-boot.
+    let cpio = run_ok(
+        tool("sh")
+            .arg("-c")
+            .arg("ostree --repo=\"$1\" cat \"$2\" \"$3\" | zstd -dc | cpio -it --quiet")
+            .arg("sh")
+            .arg(&repo)
+            .arg(commit)
+            .arg(format!("/usr/lib/modules/{kver}/initramfs.img")),
+    );
+    assert!(cpio.lines().any(|l| l == "init"), "{cpio}");
+    assert!(
+        cpio.lines()
+            .any(|l| l == format!("usr/lib/modules/{kver}/modules.load-order")),
+        "{cpio}"
     );
     assert_eq!(
         cat(&format!("/usr/lib/modules/{kver}/config")),
@@ -758,12 +799,17 @@ fn compose_kernel_package_lands_in_usr_lib_modules() {
             Path::new("../usr/lib/os-release")
         );
         assert!(dep.join("etc/apk/world").is_file());
-        let boot: Vec<String> = fs::read_dir(sysroot.join("boot/ostree"))
+        let mut boot: Vec<String> = fs::read_dir(sysroot.join("boot/ostree"))
             .unwrap()
             .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(boot, [format!("vmlinuz-{kver}")]);
+        boot.sort();
+        // The kernel, and the initramfs compose built for it.
+        assert_eq!(
+            boot,
+            [format!("initramfs-{kver}.img"), format!("vmlinuz-{kver}")]
+        );
     });
     clear_deployment_immutable(&sysroot);
     if let Err(e) = deployed {

@@ -32,6 +32,7 @@
 pub mod apk;
 pub mod dpkg;
 pub mod features;
+pub mod initramfs;
 pub mod layout;
 pub mod script;
 pub mod stage;
@@ -147,6 +148,8 @@ pub struct ComposeOptions {
     pub jobs: usize,
     /// Progress of downloads (default: nothing shown).
     pub progress: Option<Box<dyn Progress + Send>>,
+    /// How to build an initramfs for a treefile's kernel that brings none ([`initramfs`]).
+    pub initramfs: initramfs::InitramfsSettings,
 }
 
 /// One package of a [`Plan`].
@@ -596,6 +599,11 @@ fn assemble_and_commit(
     let id = tf.distribution.name();
     let fallback_os_release = format!("ID={id}\nPRETTY_NAME=\"{}\"\n", tf.ref_name);
     let applied = layout::apply(root, tf.kernel.as_deref(), &fallback_os_release)?;
+    if let Some(k) = &tf.kernel
+        && tf.initramfs
+    {
+        initramfs::ensure(root, k, &opts.initramfs)?;
+    }
     if tf.distribution == Distribution::Alpine {
         apk::forget_files(root, &applied.collapsed_links)?;
     }

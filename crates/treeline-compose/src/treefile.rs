@@ -261,6 +261,9 @@ pub struct Treefile {
     pub init: Option<Init>,
     /// The kernel package; its image and initramfs go to /usr/lib/modules/KVER/.
     pub kernel: Option<String>,
+    /// With a kernel: build `/usr/lib/modules/KVER/initramfs.img` (treeline-boot as
+    /// init) when the kernel package brings none (default true).
+    pub initramfs: bool,
     /// Scripts run in the finished tree, in order.
     pub postprocess: Vec<Postprocess>,
     /// Extra string metadata on the commit.
@@ -300,6 +303,7 @@ struct Layer {
     services: Vec<Service>,
     init: Option<Init>,
     kernel: Option<String>,
+    initramfs: Option<bool>,
     #[serde(default)]
     postprocess: Vec<Postprocess>,
     #[serde(default)]
@@ -332,7 +336,8 @@ impl Layer {
             hostname,
             timezone,
             init,
-            kernel
+            kernel,
+            initramfs
         );
         extend_unique(&mut self.repositories, over.repositories);
         extend_unique(&mut self.packages, over.packages);
@@ -765,6 +770,7 @@ fn finish(l: Layer, origin: &Path) -> Result<Treefile, Error> {
         services: l.services,
         init: l.init,
         kernel: l.kernel,
+        initramfs: l.initramfs.unwrap_or(true),
         postprocess: l.postprocess,
         metadata: l.metadata,
         debian,
