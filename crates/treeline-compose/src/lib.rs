@@ -482,6 +482,7 @@ pub fn compose_tree(repo: &Repo, tf: &Treefile, opts: &ComposeOptions) -> Result
 
     let tmp = repo.path().join("tmp");
     stage::unmount_stale(&tmp);
+    remove_stale_trash(&tmp);
     let workdir = tempfile_in(&tmp)?;
     let root = workdir.join("root");
     std::fs::create_dir(&root).map_err(io_err(&root))?;
@@ -510,6 +511,21 @@ fn remove_in_background(dir: &Path) {
         .spawn();
     if spawned.is_err() {
         let _ = std::fs::remove_dir_all(&target);
+    }
+}
+
+/// Work directories an earlier compose set aside for removal whose `rm` did not finish
+/// (killed, or the machine went down) are removed again, in the background too.
+fn remove_stale_trash(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("compose-") && name.ends_with(".removing") {
+            remove_in_background(&entry.path());
+        }
     }
 }
 
