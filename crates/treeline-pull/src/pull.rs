@@ -423,6 +423,9 @@ struct Ctx<'a> {
     writer_error: Mutex<Option<Error>>,
     stored: AtomicU64,
     deltas_used: Mutex<Vec<String>>,
+    /// Download files the writers have unpacked, kept to be rewritten by later
+    /// downloads instead of deleted (see `Transaction::write_archived_content_keep`).
+    spare_files: Mutex<Vec<std::path::PathBuf>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -447,6 +450,7 @@ impl<'a> Ctx<'a> {
             writer_error: Mutex::new(None),
             stored: AtomicU64::new(0),
             deltas_used: Mutex::new(Vec::new()),
+            spare_files: Mutex::new(Vec::new()),
         }
     }
 
@@ -519,17 +523,24 @@ impl<'a> Ctx<'a> {
                     message: format!("the remote has no commit {}", t.commit),
                 });
             };
-            let mut files = Vec::new();
+            let mut missing = 0u64;
             let base = self.local_ref_commit(t)?.filter(|c| self.is_complete(c));
-            self.scan_tree(&commit, base, &mut files, &mut queued)
+            self.scan_tree(&commit, base, &mut |_| missing += 1, &mut queued)
                 .await?;
-            p.objects = files.len() as u64;
+            p.objects = missing;
             // Archive objects' sizes are known only per object (a HEAD each); not worth a
             // request per object just to print a number.
-            p.download_bytes = files.is_empty().then_some(0);
+            p.download_bytes = (missing == 0).then_some(0);
             out.push(p);
         }
         Ok(out)
+    }
+
+    /// Keep a consumed download file for the next large download to overwrite.
+    fn spare_file(&self, path: std::path::PathBuf) {
+        if let Ok(mut v) = self.spare_files.lock() {
+            v.push(path);
+        }
     }
 
     /// Verify and store downloaded content objects (runs on plain threads: it is CPU and
@@ -550,7 +561,13 @@ impl<'a> Ctx<'a> {
                     }
                     continue;
                 }
-                Downloaded::File(path) => self.txn.write_archived_content(&path, &name.checksum),
+                Downloaded::File(path) => {
+                    let r = self.txn.write_archived_content_keep(&path, &name.checksum);
+                    if !matches!(r, Ok(false)) {
+                        self.spare_file(path);
+                    }
+                    r.map(drop)
+                }
                 Downloaded::Memory(bytes) => self
                     .txn
                     .write_archived_content_bytes(&bytes, &name.checksum),
@@ -583,12 +600,38 @@ impl<'a> Ctx<'a> {
         let summary = self.fetch_summary().await?;
         self.check_remote_mode().await?;
         let targets = self.resolve_targets(summary.as_ref()).await?;
-        let mut files: Vec<ObjectName> = Vec::new();
+        // Content objects are fetched as the tree scan finds them, not after it: the scan's
+        // level-by-level round trips overlap the downloads instead of preceding them all.
+        let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectName>();
+        let found = stream::poll_fn(move |cx| found_rx.poll_recv(cx));
+        futures_util::future::try_join(
+            self.scan_targets(summary.as_ref(), &targets, &tx, found_tx),
+            self.fetch_files(found, tx.clone()),
+        )
+        .await?;
+        drop(tx);
+        Ok(targets)
+    }
+
+    /// Resolve each target's commits (applying a static delta where one fits) and scan
+    /// their trees, sending every missing content object to `found` once.
+    async fn scan_targets(
+        &self,
+        summary: Option<&Summary>,
+        targets: &[Target],
+        tx: &mpsc::SyncSender<(ObjectName, Downloaded)>,
+        found: tokio::sync::mpsc::UnboundedSender<ObjectName>,
+    ) -> Result<()> {
+        let mut total = 0u64;
+        let mut sink = |name: ObjectName| {
+            total += 1;
+            // The receiver lives as long as the fetch, which outlives the scan.
+            let _ = found.send(name);
+        };
         let mut queued: HashSet<ObjectName> = HashSet::new();
         let mut done_commits: HashSet<Checksum> = HashSet::new();
-        for t in &targets {
+        for t in targets {
             let max = summary
-                .as_ref()
                 .and_then(|s| s.refs.iter().find(|r| r.checksum == t.commit))
                 .map(|r| r.commit_size)
                 .unwrap_or(MAX_METADATA_SIZE);
@@ -598,7 +641,7 @@ impl<'a> Ctx<'a> {
             let mut base = None;
             if self.use_deltas()
                 && !self.is_complete(&t.commit)
-                && let Some((from, fallbacks)) = self.try_delta(summary.as_ref(), t, &tx).await?
+                && let Some((from, fallbacks)) = self.try_delta(summary, t, tx).await?
             {
                 // Fetched (or being stored) already: the tree scan must not queue them.
                 queued.extend(fallbacks);
@@ -640,7 +683,7 @@ impl<'a> Ctx<'a> {
                 if !self.opts.commit_metadata_only
                     && (fetched || applied || self.repo.is_partial(&c))
                 {
-                    self.scan_tree(&loaded, base, &mut files, &mut queued)
+                    self.scan_tree(&loaded, base, &mut sink, &mut queued)
                         .await?;
                 }
                 first = false;
@@ -651,9 +694,8 @@ impl<'a> Ctx<'a> {
                 commit = loaded.parent;
             }
         }
-        self.progress.set_total(files.len() as u64);
-        self.fetch_files(files, tx).await?;
-        Ok(targets)
+        self.progress.set_total(total);
+        Ok(())
     }
 
     fn use_deltas(&self) -> bool {
@@ -908,7 +950,7 @@ impl<'a> Ctx<'a> {
                     runtime.block_on(async {
                         let (parts, fallbacks) = futures_util::future::join(
                             download_parts,
-                            self.fetch_files(fallbacks.clone(), tx.clone()),
+                            self.fetch_files(stream::iter(fallbacks.clone()), tx.clone()),
                         )
                         .await;
                         // A failed download is the error to report, not what the
@@ -1169,7 +1211,7 @@ impl<'a> Ctx<'a> {
         &self,
         commit: &Commit,
         base: Option<Checksum>,
-        files: &mut Vec<ObjectName>,
+        files: &mut dyn FnMut(ObjectName),
         queued: &mut HashSet<ObjectName>,
     ) -> Result<()> {
         // A base that cannot be read is no help, not an error: the full walk still works.
@@ -1216,7 +1258,7 @@ impl<'a> Ctx<'a> {
                 for (_, f) in &tree.files {
                     let fname = ObjectName::new(*f, ObjectType::File);
                     if queued.insert(fname) && !self.txn.has_object(&fname) {
-                        files.push(fname);
+                        files(fname);
                     }
                 }
                 // The base's subdirectories by name (a local, complete dirtree).
@@ -1288,11 +1330,11 @@ impl<'a> Ctx<'a> {
 
     async fn fetch_files(
         &self,
-        files: Vec<ObjectName>,
+        files: impl futures_util::Stream<Item = ObjectName>,
         tx: mpsc::SyncSender<(ObjectName, Downloaded)>,
     ) -> Result<()> {
         let counter = AtomicU64::new(0);
-        let results: Vec<Result<()>> = stream::iter(files)
+        let results: Vec<Result<()>> = files
             .map(|name| {
                 let tx = tx.clone();
                 let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -1300,7 +1342,9 @@ impl<'a> Ctx<'a> {
                     if self.failed.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    let path = self.txn.temp_path(&format!("pull-{n}"));
+                    let spare = self.spare_files.lock().ok().and_then(|mut v| v.pop());
+                    let reused = spare.is_some();
+                    let path = spare.unwrap_or_else(|| self.txn.temp_path(&format!("pull-{n}")));
                     match self
                         .fetcher
                         .get_small_or_to_file(
@@ -1313,11 +1357,22 @@ impl<'a> Ctx<'a> {
                     {
                         Ok(fetched) => {
                             let downloaded = match fetched {
-                                Fetched::Memory(b) => Downloaded::Memory(b),
+                                Fetched::Memory(b) => {
+                                    if reused {
+                                        self.spare_file(path);
+                                    }
+                                    Downloaded::Memory(b)
+                                }
                                 Fetched::File => Downloaded::File(path),
                             };
-                            // The writer threads verify and store it (or delete it).
-                            let _ = tokio::task::block_in_place(|| tx.send((name, downloaded)));
+                            // The writer threads verify and store it (or delete it). Only a
+                            // full queue costs this worker thread a blocking hand-off.
+                            match tx.try_send((name, downloaded)) {
+                                Err(mpsc::TrySendError::Full(item)) => {
+                                    let _ = tokio::task::block_in_place(|| tx.send(item));
+                                }
+                                Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => {}
+                            }
                             Ok(())
                         }
                         Err(e) => {

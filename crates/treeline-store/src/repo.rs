@@ -752,7 +752,11 @@ impl<'r> Transaction<'r> {
         let mut hasher = ContentHasher::new(header);
         let mut tmp = self.tempfile()?;
         let tmp_path = tmp.path().to_path_buf();
-        let mut buf = vec![0u8; 128 * 1024];
+        // Most objects are small: a buffer just larger than the content saves zeroing
+        // 128 KiB per object (one byte more, so reading past the end is still seen).
+        let buf_len =
+            usize::try_from(size.saturating_add(1)).map_or(128 * 1024, |n| n.min(128 * 1024));
+        let mut buf = vec![0u8; buf_len];
         let mut copied = 0u64;
         let short = |copied: u64| Error::InvalidObject {
             object: source.to_owned(),
@@ -819,7 +823,7 @@ impl<'r> Transaction<'r> {
                             .at(&tmp_path)?;
                     }
                 }
-                sys::zero_times(&tmp_path)?;
+                sys::zero_times_fd(file, &tmp_path)?;
             }
         }
         if copied != size {
@@ -839,8 +843,19 @@ impl<'r> Transaction<'r> {
     /// is exactly `expected` is it kept: moved in as it is for archive repositories,
     /// unpacked for the others. The file is consumed either way.
     pub fn write_archived_content(&self, path: &Path, expected: &Checksum) -> Result<()> {
+        let result = self.write_archived_content_keep(path, expected).map(drop);
+        let _ = fs::remove_file(path);
+        result
+    }
+
+    /// [`Self::write_archived_content`], but a file whose content was unpacked (into a
+    /// repository that is not in archive mode) or refused is left where it is, for the
+    /// caller to reuse or delete: rewriting a file costs no inode, and creating files
+    /// right after deleting others is slow on some filesystems (ext4 without a journal
+    /// skips recently freed inodes one by one). Returns whether `path` still exists.
+    pub fn write_archived_content_keep(&self, path: &Path, expected: &Checksum) -> Result<bool> {
         let name = ObjectName::new(*expected, ObjectType::File);
-        let result = (|| {
+        {
             let (header, size, mut reader) = open_filez(path, &name)?;
             if self.repo.mode == RepoMode::Archive {
                 let mut hasher = ContentHasher::new(&header);
@@ -866,14 +881,14 @@ impl<'r> Transaction<'r> {
                 if !self.has_object(&name) {
                     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).at(path)?;
                     fs::rename(path, self.staged_path(&name)?).at(path)?;
+                    return Ok(false);
                 }
-                Ok(())
+                Ok(true)
             } else {
                 self.write_content_expecting(&header, size, &mut reader, expected)
+                    .map(|()| true)
             }
-        })();
-        let _ = fs::remove_file(path);
-        result
+        }
     }
 
     /// Store a content object from a whole `.filez` held in memory (a small download),
@@ -1007,4 +1022,64 @@ fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
         error: e.error,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.filez` for `content`, as an archive repository stores it, and its checksum.
+    fn filez(dir: &Path, content: &[u8]) -> (Vec<u8>, Checksum) {
+        let repo = Repo::init(&dir.join("archive-src"), RepoMode::Archive).unwrap();
+        let header = FileHeader {
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: Vec::new(),
+        };
+        let txn = repo.begin().unwrap();
+        let c = txn
+            .write_content(&header, content.len() as u64, &mut &content[..], "test")
+            .unwrap();
+        txn.commit().unwrap();
+        let path = repo.object_path(&ObjectName::new(c, ObjectType::File));
+        (fs::read(path).unwrap(), c)
+    }
+
+    #[test]
+    fn archived_content_kept_for_reuse_only_when_unpacked_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = vec![7u8; 300_000];
+        let (bytes, c) = filez(dir.path(), &content);
+        let name = ObjectName::new(c, ObjectType::File);
+
+        let user = Repo::init(&dir.path().join("user"), RepoMode::BareUser).unwrap();
+        let txn = user.begin().unwrap();
+        let path = txn.temp_path("download");
+        // Refused: wrong checksum, nothing stored, the file is left for the caller.
+        fs::write(&path, &bytes).unwrap();
+        let wrong = Checksum::of(b"something else");
+        assert!(txn.write_archived_content_keep(&path, &wrong).is_err());
+        assert!(path.exists());
+        assert!(!txn.has_object(&ObjectName::new(wrong, ObjectType::File)));
+        // Unpacked: stored, and the same file is still there to be overwritten.
+        assert!(txn.write_archived_content_keep(&path, &c).unwrap());
+        assert!(path.exists());
+        txn.commit().unwrap();
+        let (_, mut reader, size) = user.open_file(&c).unwrap();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        assert_eq!((size, out), (content.len() as u64, content));
+
+        // Archive repositories take the file itself.
+        let archive = Repo::init(&dir.path().join("archive"), RepoMode::Archive).unwrap();
+        let txn = archive.begin().unwrap();
+        let path = txn.temp_path("download");
+        fs::write(&path, &bytes).unwrap();
+        assert!(!txn.write_archived_content_keep(&path, &c).unwrap());
+        assert!(!path.exists());
+        txn.commit().unwrap();
+        assert!(archive.has_object(&name));
+    }
 }

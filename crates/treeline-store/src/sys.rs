@@ -116,6 +116,11 @@ pub fn zero_times(path: &Path) -> Result<()> {
     .at(path)
 }
 
+/// Set an open file's access and modification times to the epoch (no path lookup).
+pub fn zero_times_fd(file: &std::fs::File, path: &Path) -> Result<()> {
+    rustix::fs::futimens(file, &EPOCH).at(path)
+}
+
 /// Change a path's owner without following symlinks.
 pub fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
     // SAFETY-free: rustix validates ids; u32::MAX would mean "unchanged" and never occurs here.
