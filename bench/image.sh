@@ -66,6 +66,27 @@ trap cleanup EXIT
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 now() { date +%s.%N; }
+# boot_to_login MEM_MIB DISK LOG PATTERN: boot DISK in qemu (TCG), print the seconds from
+# qemu's start until PATTERN shows on the serial console (then qemu is stopped), or
+# nothing when it never shows (10 minutes at most).
+boot_to_login() {
+    local mem=$1 disk=$2 log=$3 pattern=$4 t0 qpid t=
+    rm -f "$log"
+    t0=$(now)
+    timeout 600 qemu-system-x86_64 -accel tcg -m "$mem" -display none -no-reboot -monitor none \
+        -serial "file:$log" -drive "file=$disk,format=raw,if=virtio" &
+    qpid=$!
+    while kill -0 "$qpid" 2>/dev/null; do
+        if grep -q "$pattern" "$log" 2>/dev/null; then
+            t=$(echo "$(now) - $t0" | bc)
+            kill "$qpid"
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$qpid" 2>/dev/null || true
+    echo "$t"
+}
 
 # The kernel: the test cache's unpacked copy, else download and unpack it here.
 pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
@@ -201,21 +222,8 @@ for i in $(seq "$RUNS"); do
     "$TL" --repo="$crepo" image build --ref alpine/bench/composed --out "$cw/disk.img" \
         --karg console=ttyS0 --karg panic=-1 >/dev/null
     cbuild+=("$(echo "$(now) - $t0" | bc)")
-    log=$cw/serial.log
-    rm -f "$log"
-    t0=$(now)
-    timeout 300 qemu-system-x86_64 -accel tcg -m 256 -display none -no-reboot -monitor none \
-        -serial "file:$log" -drive "file=$cw/disk.img,format=raw,if=virtio" &
-    qpid=$!
-    t_login=
-    while kill -0 "$qpid" 2>/dev/null; do
-        if [ -z "$t_login" ] && grep -q 'tl-bench login:' "$log" 2>/dev/null; then
-            t_login=$(echo "$(now) - $t0" | bc)
-        fi
-        sleep 0.2
-    done
-    wait "$qpid" || true
-    [ -n "$t_login" ] || die "run $i: the composed image showed no login prompt; serial log in $log"
+    t_login=$(boot_to_login 256 "$cw/disk.img" "$cw/serial.log" 'tl-bench login:')
+    [ -n "$t_login" ] || die "run $i: the composed image showed no login prompt; serial log in $cw/serial.log"
     cboot+=("$t_login")
 done
 craw_alloc=$(( $(stat -c %b "$cw/disk.img") * $(stat -c %B "$cw/disk.img") ))
@@ -248,23 +256,8 @@ if [ "${DEBIAN:-1}" != 0 ]; then
         "$TL" --repo="$drepo" image build --ref "$dref" --out "$dw/disk.img" \
             --karg console=ttyS0 --karg panic=-1 >/dev/null 2>&1
         dbuild+=("$(echo "$(now) - $t0" | bc)")
-        log=$dw/serial.log
-        rm -f "$log"
-        t0=$(now)
-        timeout 600 qemu-system-x86_64 -accel tcg -m 512 -display none -no-reboot -monitor none \
-            -serial "file:$log" -drive "file=$dw/disk.img,format=raw,if=virtio" &
-        qpid=$!
-        t_login=
-        while kill -0 "$qpid" 2>/dev/null; do
-            if grep -q 'treeline-vm login:' "$log" 2>/dev/null; then
-                t_login=$(echo "$(now) - $t0" | bc)
-                kill "$qpid"
-                break
-            fi
-            sleep 0.2
-        done
-        wait "$qpid" || true
-        [ -n "$t_login" ] || die "run $i: the Debian image showed no login prompt; serial log in $log"
+        t_login=$(boot_to_login 512 "$dw/disk.img" "$dw/serial.log" 'treeline-vm login:')
+        [ -n "$t_login" ] || die "run $i: the Debian image showed no login prompt; serial log in $dw/serial.log"
         dboot+=("$t_login")
     done
     draw_alloc=$(( $(stat -c %b "$dw/disk.img") * $(stat -c %B "$dw/disk.img") ))

@@ -446,7 +446,7 @@ fn disk_image_boots_in_qemu_through_extlinux_to_the_deployment() {
     }
     // treeline on the guest: one deployment, booted, with the image's remote.
     assert_eq!(
-        guest_status(&serial),
+        console_deployments(&serial, "alpine"),
         [format!("* alpine {deployment}")],
         "treeline status on the guest; serial console:\n{serial}"
     );
@@ -627,21 +627,6 @@ fn initramfs_init_lists_the_block_devices_when_the_root_does_not_appear() {
     assert!(serial.contains("Attempted to kill init"), "{serial}");
 }
 
-/// The deployments `treeline admin status` printed between the markers of the serial
-/// console, one `[*] STATEROOT NAME [(state)]` line each.
-fn guest_status(serial: &str) -> Vec<String> {
-    let status = serial
-        .split("TL-STATUS-BEGIN")
-        .nth(1)
-        .and_then(|s| s.split("TL-STATUS-END").next())
-        .unwrap_or_else(|| panic!("no treeline status on the console:\n{serial}"));
-    status
-        .lines()
-        .filter(|l| l.starts_with("* ") || l.starts_with("  alpine "))
-        .map(|l| l.trim().to_owned())
-        .collect()
-}
-
 /// An update disk for the VM (ext4 labelled `updates`, mounted on /mnt/updates by the
 /// report script): a copy of `repo` (no network in the guest) and `step.sh`, what the
 /// boot does next.
@@ -724,14 +709,18 @@ fn vm_upgrades_from_an_update_disk_then_rolls_back_across_reboots() {
     // Boot 1: v1, the only deployment; upgrade from the repository on the update disk.
     let s1 = boot(1, &admin_step("upgrade --from /mnt/updates/repo"));
     assert_eq!(reported_version(&s1), "1", "{s1}");
-    assert_eq!(guest_status(&s1), [format!("* alpine {d1}")], "{s1}");
+    assert_eq!(
+        console_deployments(&s1, "alpine"),
+        [format!("* alpine {d1}")],
+        "{s1}"
+    );
     assert!(s1.contains("TL-STEP-END rc=0"), "upgrade failed:\n{s1}");
     assert!(s1.contains("Update available"), "{s1}");
 
     // Boot 2: v2 booted, v1 the rollback; roll back.
     let s2 = boot(2, &admin_step("rollback"));
     assert_eq!(reported_version(&s2), "2", "{s2}");
-    let st2 = guest_status(&s2);
+    let st2 = console_deployments(&s2, "alpine");
     assert_eq!(st2.len(), 2, "{s2}");
     assert!(st2[0].starts_with(&format!("* alpine {v2}.")), "{st2:?}");
     assert_eq!(st2[1], format!("alpine {d1} (rollback)"), "{st2:?}");
@@ -740,7 +729,7 @@ fn vm_upgrades_from_an_update_disk_then_rolls_back_across_reboots() {
     // Boot 3: v1 booted again, v2 still there.
     let s3 = boot(3, "");
     assert_eq!(reported_version(&s3), "1", "{s3}");
-    let st3 = guest_status(&s3);
+    let st3 = console_deployments(&s3, "alpine");
     assert_eq!(st3[0], format!("* alpine {d1}"), "{s3}");
     assert!(st3[1].starts_with(&format!("alpine {v2}.")), "{st3:?}");
 }
@@ -789,7 +778,7 @@ fn vm_power_cut_during_an_upgrade_boots_a_complete_deployment_and_fsck_passes() 
         );
         assert!(serial.contains(&starting(&d1)), "boot {n}:\n{serial}");
         assert_eq!(
-            guest_status(&serial),
+            console_deployments(&serial, "alpine"),
             [format!("* alpine {d1}")],
             "boot {n}:\n{serial}"
         );
@@ -806,7 +795,7 @@ fn vm_power_cut_during_an_upgrade_boots_a_complete_deployment_and_fsck_passes() 
     let upd = update_disk(scratch, &repo, 4, FSCK_STEP);
     let s4 = boot_qemu(&vm_drives(&img, &upd), &scratch.join("serial-4.log"));
     assert_eq!(reported_version(&s4), "2", "{s4}");
-    let st4 = guest_status(&s4);
+    let st4 = console_deployments(&s4, "alpine");
     assert_eq!(st4.len(), 2, "{s4}");
     assert!(st4[0].starts_with(&format!("* alpine {v2}.")), "{st4:?}");
     assert_eq!(st4[1], format!("alpine {d1} (rollback)"), "{st4:?}");

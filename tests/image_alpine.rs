@@ -182,15 +182,7 @@ fn composed_alpine_tree_boots_openrc_to_a_login_prompt_with_one_booted_deploymen
             "{step:?} not on the console:\n{serial}"
         );
     }
-    let status = serial
-        .split("TL-STATUS-BEGIN")
-        .nth(1)
-        .and_then(|s| s.split("TL-STATUS-END").next())
-        .unwrap_or_else(|| panic!("no treeline status on the console:\n{serial}"));
-    let deployments: Vec<&str> = status
-        .lines()
-        .filter(|l| l.starts_with("* ") || l.starts_with("  alpine "))
-        .collect();
+    let deployments = console_deployments(&serial, "alpine");
     assert_eq!(deployments, [format!("* alpine {deployment}")], "{serial}");
     assert!(
         serial.contains("TL-VM-BEGIN pid1=/usr/bin/busybox runlevel=default TL-VM-END"),

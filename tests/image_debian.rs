@@ -219,19 +219,10 @@ fn composed_debian_systemd_tree_boots_to_a_login_prompt_and_shows_its_status() {
         serial.contains("TL-INIT pid1=/usr/lib/systemd/systemd state=running TL-INIT-END"),
         "{serial}"
     );
-    let status = serial
-        .split("TL-STATUS-BEGIN")
-        .nth(1)
-        .and_then(|s| s.split("TL-STATUS-END").next())
-        .unwrap_or_else(|| panic!("no treeline status on the console:\n{serial}"));
-    let deployments: Vec<&str> = status
-        .lines()
-        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\r'))
-        .filter(|l| l.starts_with("* ") || l.starts_with("debian "))
-        .collect();
+    let deployments = console_deployments(&serial, "debian");
     assert_eq!(
         deployments,
         [format!("* debian {deployment}")],
-        "treeline status on the guest: {status:?}"
+        "treeline status on the guest:\n{serial}"
     );
 }

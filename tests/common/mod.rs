@@ -662,3 +662,21 @@ pub fn deployment_root(repo: &Path, commit: &str, dest: &Path) {
             .arg(dest.join("usr/lib/tmpfiles.d/treeline-var.conf")),
     );
 }
+
+/// The deployments a guest's `treeline admin status` printed on the serial console
+/// between the lines `TL-STATUS-BEGIN` and `TL-STATUS-END`: one `[*] STATEROOT NAME
+/// [(state)]` line each, trimmed (the console adds carriage returns).
+pub fn console_deployments(serial: &str, stateroot: &str) -> Vec<String> {
+    let status = serial
+        .split("TL-STATUS-BEGIN")
+        .nth(1)
+        .and_then(|s| s.split("TL-STATUS-END").next())
+        .unwrap_or_else(|| panic!("no treeline status on the console:\n{serial}"));
+    let own = format!("{stateroot} ");
+    status
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\r'))
+        .filter(|l| l.starts_with("* ") || l.starts_with(&own))
+        .map(str::to_owned)
+        .collect()
+}
