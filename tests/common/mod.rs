@@ -675,6 +675,8 @@ pub fn console_deployments(serial: &str, stateroot: &str) -> Vec<String> {
     let own = format!("{stateroot} ");
     status
         .lines()
+        // A getty shares the console: its prompt may start the line the status continues.
+        .map(|l| l.rsplit("login: ").next().unwrap_or(l))
         .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\r'))
         .filter(|l| l.starts_with("* ") || l.starts_with(&own))
         .map(str::to_owned)
