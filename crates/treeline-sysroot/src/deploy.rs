@@ -14,7 +14,7 @@ use crate::bls::Kargs;
 use crate::deployment::{Deployment, TRANSIENT_GROUP, origin_for_refspec, valid_stateroot};
 use crate::error::{Error, IoContext, Result, StoreContext};
 use crate::etc_merge::{self, EtcMergeReport};
-use crate::fsutil;
+use crate::fsutil::{self, PhaseTimer};
 use crate::kernel;
 use crate::owners;
 use crate::sysroot::{STAGING_PREFIX, Sysroot, next_serial};
@@ -62,6 +62,7 @@ impl Sysroot {
     /// [`Sysroot::write_deployments`] and a cleanup without repository prune.
     pub fn deploy(&mut self, opts: &DeployOptions) -> Result<DeployReport> {
         let (deployment, etc) = self.deploy_tree(opts)?;
+        let phase = PhaseTimer::start("deploy");
         // The merge deployment stays in the list even with `no_merge`, as in ostree.
         let merge_from = self.merge_deployment(&opts.stateroot).cloned();
         let list = if opts.retain {
@@ -72,9 +73,11 @@ impl Sysroot {
             self.list_with_new(deployment.clone(), merge_from.as_ref())
         };
         self.write_deployments(list)?;
+        phase.mark("boot entries");
         // The new default replaces an upgrade staged before.
         self.discard_staged()?;
         self.cleanup(false)?;
+        phase.mark("cleanup");
         Ok(DeployReport {
             deployment,
             etc,
@@ -103,7 +106,9 @@ impl Sysroot {
             self.merge_deployment(&opts.stateroot).cloned()
         };
         // Before anything is written.
+        let phase = PhaseTimer::start("deploy");
         self.check_space(&opts.stateroot, &checksum)?;
+        phase.mark("space check");
         let serial = next_serial(&stateroot_dir, &checksum)?;
         let name = format!("{checksum}.{serial}");
         let staging = stateroot_dir.join(format!("{STAGING_PREFIX}{name}"));
@@ -117,6 +122,7 @@ impl Sysroot {
             &NoProgress,
         )
         .in_repo(repo.path())?;
+        phase.mark("checkout");
         fault::point("deploy-after-checkout");
 
         let commit = checksum.to_string();
@@ -141,6 +147,7 @@ impl Sysroot {
             merge.as_ref().map(|m| self.deployment_path(m)),
         )?;
         etc_report.accounts.owners_changed = owners_changed;
+        phase.mark("/etc");
         fault::point("deploy-after-etc-merge");
 
         let (bootcsum, boot_files) = if self.is_container() {
@@ -150,6 +157,7 @@ impl Sysroot {
         } else {
             kernel_boot_files(&staging, &commit, &opts.stateroot)?
         };
+        phase.mark("kernel");
 
         let mut kargs = match &opts.kargs_base {
             Some(k) => k.clone(),
@@ -199,8 +207,10 @@ impl Sysroot {
             tracing::info!("tmpfiles.d created in /var: {:?}", tmp.created);
         }
 
+        phase.mark("/var");
         // Everything on disk before the name appears.
         fsutil::syncfs(&staging)?;
+        phase.mark("syncfs");
         let deploy_dir = stateroot_dir.join("deploy");
         fs::create_dir_all(&deploy_dir).at(&deploy_dir)?;
         self.write_origin(&deployment, &origin)?;
