@@ -13,6 +13,9 @@
 #          /boot/loader swap. Both tools do the same work on equivalent sysroots, except
 #          that treeline also seeds the new stateroot's /var from the commit's /var (85 MB
 #          for this tree; ostree 2022.7 leaves it empty).
+#          `deploy-empty-var`: the same, of a commit of the same tree with /var emptied,
+#          as OSTree-style composes ship it (treeline compose describes /var in
+#          tmpfiles.d): here both tools do exactly the same work.
 #          `upgrade`: the sysroot is deployed at v1 from a remote `origin` (a file:// archive
 #          repo holding v1 and v2 of the tree, v2 from --tree2, default
 #          /var/tmp/treeline-bench-work/inputs/debian-pull-v2, a second debootstrap with
@@ -22,7 +25,7 @@
 #          in a fresh sysroot kept until the end, `sync` (untimed) before each; wall time
 #          and peak RSS from /usr/bin/time -v; medians.
 #
-# Usage:   bench/deploy.sh [--tree DIR] [--tree2 DIR] [--ops "deploy upgrade"] [--runs N]
+# Usage:   bench/deploy.sh [--tree DIR] [--tree2 DIR] [--ops "deploy deploy-empty-var upgrade"] [--runs N]
 #          [--workdir DIR] [--keep]
 # Env:     RUNS (3), TREELINE_BIN (skip the build and use this binary), BENCH_WORKDIR,
 #          KEEP=1 (keep the work dir).
@@ -36,7 +39,7 @@ WORK=${BENCH_WORKDIR:-}
 KEEP=${KEEP:-0}
 TREE=/var/tmp/treeline-bench-work/inputs/debian
 TREE2=/var/tmp/treeline-bench-work/inputs/debian-pull-v2
-OPS="deploy upgrade"
+OPS="deploy deploy-empty-var upgrade"
 KVER=6.1.0-bench
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -107,6 +110,14 @@ SRCREPO=$WORK/src-repo
 ostree --repo="$SRCREPO" init --mode=bare
 ostree --repo="$SRCREPO" commit -b bench/debian \
     --add-metadata-string=version=1 "$SRC" >/dev/null
+case " $OPS " in
+    *" deploy-empty-var "*)
+        cp -al "$SRC" "$WORK/tree-empty-var"
+        find "$WORK/tree-empty-var/var" -mindepth 1 -delete
+        ostree --repo="$SRCREPO" commit -b bench/debian-empty-var \
+            --add-metadata-string=version=1 "$WORK/tree-empty-var" >/dev/null
+        ;;
+esac
 FILES=$(find "$SRC" | wc -l)
 SIZE=$(du -sh --apparent-size "$SRC" | cut -f1)
 note "committed $FILES paths ($SIZE)"
@@ -127,6 +138,14 @@ case " $OPS " in
 esac
 
 # ---------------------------------------------------------------- runs
+ref_of() { # OP -> the ref it deploys
+    case $1 in
+        deploy-empty-var) echo bench/debian-empty-var ;;
+        upgrade) echo origin:bench/debian ;;
+        *) echo bench/debian ;;
+    esac
+}
+
 fresh_sysroot() { # OP -> path
     local s
     s=$(mktemp -d "$WORK/sysroot.XXXXXX")
@@ -138,7 +157,7 @@ fresh_sysroot() { # OP -> path
         ostree admin deploy --sysroot="$s" --os=debian origin:bench/debian \
             --karg=root=LABEL=root >/dev/null
     else
-        ostree --repo="$s/ostree/repo" pull-local "$SRCREPO" bench/debian >/dev/null
+        ostree --repo="$s/ostree/repo" pull-local "$SRCREPO" "$(ref_of "$1")" >/dev/null
     fi
     echo "$s"
 }
@@ -149,19 +168,19 @@ run() {
     s=$(fresh_sysroot "$op")
     out=$s.time
     sync
+    local want
+    want=$(ref_of "$op")
     case $op/$tool in
-        deploy/treeline) /usr/bin/time -v -o "$out" "$TL" admin --sysroot="$s" deploy \
-            --os=debian bench/debian --karg=root=LABEL=root >/dev/null ;;
-        deploy/ostree) /usr/bin/time -v -o "$out" ostree admin deploy --sysroot="$s" \
-            --os=debian bench/debian --karg=root=LABEL=root >/dev/null ;;
+        deploy*/treeline) /usr/bin/time -v -o "$out" "$TL" admin --sysroot="$s" deploy \
+            --os=debian "$want" --karg=root=LABEL=root >/dev/null ;;
+        deploy*/ostree) /usr/bin/time -v -o "$out" ostree admin deploy --sysroot="$s" \
+            --os=debian "$want" --karg=root=LABEL=root >/dev/null 2>&1 ;;
         upgrade/treeline) /usr/bin/time -v -o "$out" "$TL" admin --sysroot="$s" upgrade \
             --os=debian >/dev/null ;;
         upgrade/ostree) /usr/bin/time -v -o "$out" ostree admin upgrade --sysroot="$s" \
             --os=debian >/dev/null 2>&1 ;;
     esac
     # A run that did not make the expected default deployment does not count.
-    local want=bench/debian
-    [ "$op" = upgrade ] && want=origin:bench/debian
     local head
     head=$(ostree --repo="$s/ostree/repo" rev-parse "$want")
     [ -d "$s/ostree/deploy/debian/deploy/$head.0" ] || die "$op/$tool: no deployment of $head in $s"
@@ -196,7 +215,7 @@ for op in $OPS; do
     ot=$(printf '%s\n' "${OS_T[@]}" | median)
     tr=$(printf '%s\n' "${TL_R[@]}" | median)
     or=$(printf '%s\n' "${OS_R[@]}" | median)
-    ROWS+=("$(printf '%-10s %12s %12s %8s %14s %16s' "$op" "$ot" "$tt" \
+    ROWS+=("$(printf '%-17s %12s %12s %8s %14s %16s' "$op" "$ot" "$tt" \
         "$(awk -v a="$tt" -v b="$ot" 'BEGIN { printf "%.2f", a / b }')" \
         "$(awk -v r="$or" 'BEGIN { printf "%.1f", r / 1024 }')" \
         "$(awk -v r="$tr" 'BEGIN { printf "%.1f", r / 1024 }')")")
@@ -205,5 +224,5 @@ done
 echo
 echo "Debian bookworm minbase commit ($FILES paths, $SIZE incl. 40 MiB kernel+initramfs)"
 echo "method: fresh sysroot per run, 1 warm-up each, $RUNS alternating runs, medians; $(nproc) CPUs"
-printf '%-10s %12s %12s %8s %14s %16s\n' operation ostree_s treeline_s ratio ostree_rss_MiB treeline_rss_MiB
+printf '%-17s %12s %12s %8s %14s %16s\n' operation ostree_s treeline_s ratio ostree_rss_MiB treeline_rss_MiB
 printf '%s\n' "${ROWS[@]}"

@@ -77,10 +77,21 @@ pub fn checkout(
         };
     let mut dirs = Vec::new();
     let mut files = Vec::new();
+    // A tree has few distinct directory metadata objects (a handful of owner/mode
+    // combinations), so each is read once.
+    let mut dirmetas: std::collections::HashMap<Checksum, DirMeta> =
+        std::collections::HashMap::new();
     for item in items {
         match item {
             Item::Dir(path, meta) => {
-                let m = repo.load_dirmeta(&meta)?;
+                let m = match dirmetas.get(&meta) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = repo.load_dirmeta(&meta)?;
+                        dirmetas.insert(meta, m.clone());
+                        m
+                    }
+                };
                 make_dir(&path, opts, dirs.is_empty())?;
                 dirs.push((path, m));
             }

@@ -141,23 +141,37 @@ impl Sysroot {
             }
             None => 0,
         };
-        let mut etc_report = prepare_etc(
-            &staging,
-            &commit,
-            merge.as_ref().map(|m| self.deployment_path(m)),
-        )?;
+        // /etc, the first half of the /var seed (copies under temporary names) and the
+        // kernel's bootcsum (a hash of tens of MB) are independent: done side by side.
+        let is_container = self.is_container();
+        let merge_dir = merge.as_ref().map(|m| self.deployment_path(m));
+        let (etc, seed, kernel) = std::thread::scope(|s| {
+            let seed = s.spawn(|| var_seed::stage(&staging, &stateroot_dir));
+            let kernel = s.spawn(|| {
+                if is_container {
+                    Ok(None)
+                } else {
+                    kernel_layout(&staging, &commit).map(Some)
+                }
+            });
+            let etc = prepare_etc(&staging, &commit, merge_dir);
+            (etc, join_thread(seed), join_thread(kernel))
+        });
+        let mut etc_report = etc?;
+        let seed = seed?;
+        let kernel = kernel?;
         etc_report.accounts.owners_changed = owners_changed;
-        phase.mark("/etc");
+        phase.mark("/etc, /var copies, kernel hash");
         fault::point("deploy-after-etc-merge");
 
-        let (bootcsum, boot_files) = if self.is_container() {
-            // A container boots no kernel (docs/container.md).
-            crate::container::add_mount_points(&staging)?;
-            (String::new(), Vec::new())
-        } else {
-            kernel_boot_files(&staging, &commit, &opts.stateroot)?
+        let (bootcsum, boot_files) = match &kernel {
+            Some(layout) => (layout.bootcsum.clone(), boot_files(layout, &opts.stateroot)),
+            None => {
+                // A container boots no kernel (docs/container.md).
+                crate::container::add_mount_points(&staging)?;
+                (String::new(), Vec::new())
+            }
         };
-        phase.mark("kernel");
 
         let mut kargs = match &opts.kargs_base {
             Some(k) => k.clone(),
@@ -191,7 +205,7 @@ impl Sysroot {
         };
 
         // /var: the commit's content once per stateroot, then tmpfiles.d (missing only).
-        let seed = var_seed::seed_once(&staging, &stateroot_dir, &commit)?;
+        let seed = seed.finish(&commit)?;
         if seed.seeded_now && !seed.copied.is_empty() {
             tracing::info!(
                 "seeded /var of {} from {commit}: {:?}",
@@ -216,6 +230,14 @@ impl Sysroot {
         self.write_origin(&deployment, &origin)?;
         let final_path = self.deployment_path(&deployment);
         fs::rename(&staging, &final_path).at(&final_path)?;
+        if let Some(mut layout) = kernel {
+            for (src, _) in &mut layout.files {
+                if let Ok(rel) = src.strip_prefix(&staging) {
+                    *src = final_path.join(rel);
+                }
+            }
+            self.fresh_kernels.insert(final_path.clone(), layout);
+        }
         fsutil::fsync_dir(&deploy_dir)?;
         fsutil::set_immutable(&final_path, true)?;
         fault::point("deploy-after-deployment-dir");
@@ -266,16 +288,16 @@ fn prepare_etc(
     Ok(report)
 }
 
-/// The bootcsum and BLS boot-file lines of a checkout's kernel (`usr/lib/modules/<kver>`).
-fn kernel_boot_files(
-    staging: &Path,
-    commit: &str,
-    stateroot: &str,
-) -> Result<(String, Vec<(String, String)>)> {
-    let layout = kernel::find_kernel(staging)?.ok_or_else(|| Error::BadTree {
+/// The kernel of a checkout (`usr/lib/modules/<kver>`), which a bootable tree must have.
+fn kernel_layout(staging: &Path, commit: &str) -> Result<kernel::KernelLayout> {
+    kernel::find_kernel(staging)?.ok_or_else(|| Error::BadTree {
         commit: commit.to_owned(),
         reason: "no kernel: expected usr/lib/modules/<kver>/vmlinuz".into(),
-    })?;
+    })
+}
+
+/// The BLS boot-file lines of a kernel.
+fn boot_files(layout: &kernel::KernelLayout, stateroot: &str) -> Vec<(String, String)> {
     let prefix = format!("/ostree/{stateroot}-{}", layout.bootcsum);
     let mut boot_files = vec![(
         "linux".to_owned(),
@@ -290,5 +312,10 @@ fn kernel_boot_files(
     if let Some(fdt) = &layout.fdtdir_name {
         boot_files.push(("fdtdir".to_owned(), format!("{prefix}/{fdt}")));
     }
-    Ok((layout.bootcsum, boot_files))
+    boot_files
+}
+
+/// The result of a scoped thread; a panic in it goes on in the caller.
+fn join_thread<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }

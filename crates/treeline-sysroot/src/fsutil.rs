@@ -270,6 +270,29 @@ pub(crate) fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
     fs::rename(&tmp, dest).at(dest)
 }
 
+/// Logs (at debug level) how long each phase of a long operation took, so a slow deploy
+/// can be broken down with `RUST_LOG=treeline_sysroot=debug` instead of a profiler.
+pub(crate) struct PhaseTimer {
+    what: &'static str,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl PhaseTimer {
+    pub(crate) fn start(what: &'static str) -> Self {
+        Self {
+            what,
+            last: std::cell::Cell::new(std::time::Instant::now()),
+        }
+    }
+
+    pub(crate) fn mark(&self, phase: &str) {
+        let now = std::time::Instant::now();
+        let ms = now.duration_since(self.last.get()).as_secs_f64() * 1000.0;
+        self.last.set(now);
+        tracing::debug!("{}: {phase} took {ms:.1} ms", self.what);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,28 +326,5 @@ mod tests {
             0o750
         );
         assert_eq!(fs::read_link(dest.join("l")).unwrap(), Path::new("sub/f"));
-    }
-}
-
-/// Logs (at debug level) how long each phase of a long operation took, so a slow deploy
-/// can be broken down with `RUST_LOG=treeline_sysroot=debug` instead of a profiler.
-pub(crate) struct PhaseTimer {
-    what: &'static str,
-    last: std::cell::Cell<std::time::Instant>,
-}
-
-impl PhaseTimer {
-    pub(crate) fn start(what: &'static str) -> Self {
-        Self {
-            what,
-            last: std::cell::Cell::new(std::time::Instant::now()),
-        }
-    }
-
-    pub(crate) fn mark(&self, phase: &str) {
-        let now = std::time::Instant::now();
-        let ms = now.duration_since(self.last.get()).as_secs_f64() * 1000.0;
-        self.last.set(now);
-        tracing::debug!("{}: {phase} took {ms:.1} ms", self.what);
     }
 }

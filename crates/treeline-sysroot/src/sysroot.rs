@@ -42,6 +42,9 @@ pub struct Sysroot {
     booted: Option<usize>,
     booted_source: Booted,
     lock: Option<SysrootLock>,
+    /// Kernels of deployments this process created, by deployment directory: hashed
+    /// when the deployment was made, so installing them into /boot need not hash again.
+    pub(crate) fresh_kernels: HashMap<PathBuf, kernel::KernelLayout>,
 }
 
 /// Where the names in the sysroot live.
@@ -91,6 +94,7 @@ impl Sysroot {
             booted: None,
             booted_source: booted,
             lock: None,
+            fresh_kernels: HashMap::new(),
         };
         s.load()?;
         Ok(s)
@@ -639,10 +643,13 @@ impl Sysroot {
             return Ok(());
         }
         let src = self.deployment_path(d);
-        let layout = kernel::find_kernel(&src)?.ok_or_else(|| Error::BadTree {
-            commit: d.checksum.to_string(),
-            reason: "no kernel (usr/lib/modules/<kver>/vmlinuz) to install".into(),
-        })?;
+        let layout = match self.fresh_kernels.get(&src) {
+            Some(l) => l.clone(),
+            None => kernel::find_kernel(&src)?.ok_or_else(|| Error::BadTree {
+                commit: d.checksum.to_string(),
+                reason: "no kernel (usr/lib/modules/<kver>/vmlinuz) to install".into(),
+            })?,
+        };
         if layout.bootcsum != d.bootcsum {
             return Err(Error::Layout {
                 path: src,

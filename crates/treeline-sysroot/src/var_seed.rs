@@ -36,40 +36,76 @@ pub struct SeedReport {
 
 /// Seed `stateroot_dir/var` from the checkout `root` (its `var`) unless the stateroot
 /// was seeded before or already has deployments; `commit` is written into the marker.
+#[cfg(test)]
 pub(crate) fn seed_once(root: &Path, stateroot_dir: &Path, commit: &str) -> Result<SeedReport> {
+    stage(root, stateroot_dir)?.finish(commit)
+}
+
+/// The first half of a seed: what is missing copied under temporary names, not yet
+/// flushed nor visible. A deploy stages while it does other work, then
+/// [`StagedSeed::finish`]es.
+pub(crate) struct StagedSeed {
+    marker: PathBuf,
+    dest: PathBuf,
+    /// `None` when the stateroot was seeded before (nothing to do at all).
+    copies: Option<Vec<StagedCopy>>,
+}
+
+/// Copy what the stateroot's `/var` lacks of `root/var` under temporary names, unless the
+/// stateroot was seeded before (then nothing) or already has deployments (then only the
+/// marker will be written).
+pub(crate) fn stage(root: &Path, stateroot_dir: &Path) -> Result<StagedSeed> {
     let marker = stateroot_dir.join(SEEDED_MARKER);
-    let mut report = SeedReport::default();
+    let dest = stateroot_dir.join("var");
     if fs::symlink_metadata(&marker).is_ok() {
-        return Ok(report);
+        return Ok(StagedSeed {
+            marker,
+            dest,
+            copies: None,
+        });
     }
+    let mut staged = Vec::new();
     if !has_deployments(&stateroot_dir.join("deploy"))? {
         let src = root.join("var");
         if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
-            let dest = stateroot_dir.join("var");
-            let mut staged = Vec::new();
             copy_missing(&src, &dest, Path::new(""), &mut staged)?;
-            // One flush for all the copies, then the renames that make them visible: a
-            // kill before a rename leaves a temporary copy the next seed replaces.
-            if !staged.is_empty() {
-                fsutil::syncfs(&dest)?;
-            }
-            let mut parents: Vec<&Path> = Vec::new();
-            for copy in &staged {
-                fs::rename(&copy.tmp, &copy.dest).at(&copy.dest)?;
-                let parent = copy.dest.parent().unwrap_or(&dest);
-                if !parents.contains(&parent) {
-                    parents.push(parent);
-                }
-            }
-            for parent in parents {
-                fsutil::fsync_dir(parent)?;
-            }
-            report.copied = staged.into_iter().map(|c| c.rel).collect();
         }
     }
-    fsutil::write_atomic(&marker, format!("{commit}\n").as_bytes(), 0o644)?;
-    report.seeded_now = true;
-    Ok(report)
+    Ok(StagedSeed {
+        marker,
+        dest,
+        copies: Some(staged),
+    })
+}
+
+impl StagedSeed {
+    /// Flush the copies, rename them into place and write the marker (holding `commit`).
+    pub(crate) fn finish(self, commit: &str) -> Result<SeedReport> {
+        let Some(staged) = self.copies else {
+            return Ok(SeedReport::default());
+        };
+        // One flush for all the copies, then the renames that make them visible: a kill
+        // before a rename leaves a temporary copy the next seed replaces.
+        if !staged.is_empty() {
+            fsutil::syncfs(&self.dest)?;
+        }
+        let mut parents: Vec<&Path> = Vec::new();
+        for copy in &staged {
+            fs::rename(&copy.tmp, &copy.dest).at(&copy.dest)?;
+            let parent = copy.dest.parent().unwrap_or(&self.dest);
+            if !parents.contains(&parent) {
+                parents.push(parent);
+            }
+        }
+        for parent in parents {
+            fsutil::fsync_dir(parent)?;
+        }
+        fsutil::write_atomic(&self.marker, format!("{commit}\n").as_bytes(), 0o644)?;
+        Ok(SeedReport {
+            copied: staged.into_iter().map(|c| c.rel).collect(),
+            seeded_now: true,
+        })
+    }
 }
 
 fn has_deployments(deploy_dir: &Path) -> Result<bool> {
