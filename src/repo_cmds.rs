@@ -413,6 +413,7 @@ pub fn run(repo_path: Option<PathBuf>, command: Command) -> Result<ExitCode> {
                 subpath: args.subpath,
                 require_hardlinks: args.require_hardlinks,
                 force_copy: args.force_copy,
+                ..Default::default()
             };
             treeline_store::checkout::checkout(&repo, &c, &dest, &opts, &Bar::new("checking out"))
                 .with_context(|| format!("checking out {} to {}", args.rev, dest.display()))?;

@@ -114,54 +114,66 @@ impl Sysroot {
         let staging = stateroot_dir.join(format!("{STAGING_PREFIX}{name}"));
         fsutil::remove_tree(&staging)?;
 
-        checkout::checkout(
-            &repo,
-            &checksum,
-            &staging,
-            &CheckoutOptions::default(),
-            &NoProgress,
-        )
-        .in_repo(repo.path())?;
-        phase.mark("checkout");
-        fault::point("deploy-after-checkout");
-
         let commit = checksum.to_string();
-        // The tree's files get the machine's IDs before /etc is built from usr/etc, so
-        // the local files the merge brings in (already the machine's) are not remapped.
-        let owners_changed = match &merge {
-            Some(m) => {
-                let defaults = if staging.join("usr/etc").is_dir() {
-                    staging.join("usr/etc")
-                } else {
-                    staging.join("etc")
-                };
-                let changes =
-                    accounts::id_changes(&self.deployment_path(m).join("etc"), &defaults)?;
-                owners::apply(&staging, &changes)?
-            }
-            None => 0,
-        };
-        // /etc, the first half of the /var seed (copies under temporary names) and the
-        // kernel's bootcsum (a hash of tens of MB) are independent: done side by side.
         let is_container = self.is_container();
         let merge_dir = merge.as_ref().map(|m| self.deployment_path(m));
-        let (etc, seed, kernel) = std::thread::scope(|s| {
-            let seed = s.spawn(|| var_seed::stage(&staging, &stateroot_dir));
-            let kernel = s.spawn(|| {
-                if is_container {
-                    Ok(None)
-                } else {
-                    kernel_layout(&staging, &commit).map(Some)
-                }
-            });
-            let etc = prepare_etc(&staging, &commit, merge_dir);
-            (etc, join_thread(seed), join_thread(kernel))
+        let (built, seed) = std::thread::scope(|s| {
+            // The commit's /var is copied out for the stateroot while the tree is checked
+            // out, and its writeback starts early: the flush before the deployment
+            // appears is most of the cost of a /var seed.
+            let seed = s.spawn(|| var_seed::stage(&repo, &checksum, &stateroot_dir));
+            let built = (|| {
+                checkout::checkout(
+                    &repo,
+                    &checksum,
+                    &staging,
+                    &CheckoutOptions::default(),
+                    &NoProgress,
+                )
+                .in_repo(repo.path())?;
+                phase.mark("checkout");
+                fault::point("deploy-after-checkout");
+
+                // The tree's files get the machine's IDs before /etc is built from usr/etc,
+                // so the local files the merge brings in (already the machine's) are not
+                // remapped.
+                let owners_changed = match &merge {
+                    Some(m) => {
+                        let defaults = if staging.join("usr/etc").is_dir() {
+                            staging.join("usr/etc")
+                        } else {
+                            staging.join("etc")
+                        };
+                        let changes =
+                            accounts::id_changes(&self.deployment_path(m).join("etc"), &defaults)?;
+                        owners::apply(&staging, &changes)?
+                    }
+                    None => 0,
+                };
+                // /etc and the kernel's bootcsum (a hash of tens of MB) side by side.
+                let kernel = s.spawn(|| {
+                    if is_container {
+                        Ok(None)
+                    } else {
+                        kernel_layout(&staging, &commit).map(Some)
+                    }
+                });
+                let etc = prepare_etc(&staging, &commit, merge_dir);
+                let kernel = join_thread(kernel);
+                Ok::<_, Error>((etc?, kernel?, owners_changed))
+            })();
+            (built, join_thread(seed))
         });
-        let mut etc_report = etc?;
         let seed = seed?;
-        let kernel = kernel?;
+        let (mut etc_report, kernel, owners_changed) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                seed.abandon();
+                return Err(e);
+            }
+        };
         etc_report.accounts.owners_changed = owners_changed;
-        phase.mark("/etc, /var copies, kernel hash");
+        phase.mark("/etc and kernel hash (and the /var copy)");
         fault::point("deploy-after-etc-merge");
 
         let (bootcsum, boot_files) = match &kernel {

@@ -17,12 +17,20 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use treeline_store::checkout::{self, CheckoutOptions};
+use treeline_store::progress::NoProgress;
+use treeline_store::{Checksum, Repo};
+
 use crate::deployment::parse_deploy_name;
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, Result, StoreContext};
 use crate::fsutil;
 
 /// The file in `ostree/deploy/<stateroot>/` recording that its `/var` was seeded.
 pub const SEEDED_MARKER: &str = ".treeline-var-seeded";
+
+/// Where, inside the stateroot's `/var` (so renames never cross a filesystem), the
+/// commit's `/var` is written before what is missing is moved into place.
+const STAGING_NAME: &str = ".tl-seed-staging";
 
 /// What seeding did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,75 +42,109 @@ pub struct SeedReport {
     pub seeded_now: bool,
 }
 
-/// Seed `stateroot_dir/var` from the checkout `root` (its `var`) unless the stateroot
-/// was seeded before or already has deployments; `commit` is written into the marker.
-#[cfg(test)]
-pub(crate) fn seed_once(root: &Path, stateroot_dir: &Path, commit: &str) -> Result<SeedReport> {
-    stage(root, stateroot_dir)?.finish(commit)
-}
-
-/// The first half of a seed: what is missing copied under temporary names, not yet
-/// flushed nor visible. A deploy stages while it does other work, then
+/// The first half of a seed: the commit's `/var` written out under a temporary name,
+/// not yet flushed nor visible. A deploy stages while it checks the tree out, then
 /// [`StagedSeed::finish`]es.
 pub(crate) struct StagedSeed {
     marker: PathBuf,
     dest: PathBuf,
-    /// `None` when the stateroot was seeded before (nothing to do at all).
-    copies: Option<Vec<StagedCopy>>,
+    /// `None` when the stateroot was seeded before (nothing to do at all); `Some(false)`
+    /// when only the marker is to be written (not a new stateroot, or no `/var` in the
+    /// commit).
+    staged: Option<bool>,
 }
 
-/// Copy what the stateroot's `/var` lacks of `root/var` under temporary names, unless the
-/// stateroot was seeded before (then nothing) or already has deployments (then only the
-/// marker will be written).
-pub(crate) fn stage(root: &Path, stateroot_dir: &Path) -> Result<StagedSeed> {
+/// Write the `/var` of `commit` (a copy, never hardlinks: the machine may change it)
+/// under a temporary name in the stateroot's `/var`, unless the stateroot was seeded
+/// before (then nothing) or already has deployments (then only the marker will be
+/// written).
+pub(crate) fn stage(repo: &Repo, commit: &Checksum, stateroot_dir: &Path) -> Result<StagedSeed> {
+    stage_with(stateroot_dir, |staging| {
+        let c = repo.load_commit(commit).in_repo(repo.path())?;
+        let root = repo.load_dirtree(&c.root_tree).in_repo(repo.path())?;
+        if !root.dirs.iter().any(|(name, _, _)| name == "var") {
+            return Ok(false);
+        }
+        let opts = CheckoutOptions {
+            subpath: Some("var".into()),
+            force_copy: true,
+            early_writeback: true,
+            ..Default::default()
+        };
+        checkout::checkout(repo, commit, staging, &opts, &NoProgress).in_repo(repo.path())?;
+        Ok(true)
+    })
+}
+
+/// [`stage`] with `fill` writing the commit's `/var` to the path it is given (returning
+/// false, having written nothing, when there is none).
+fn stage_with(
+    stateroot_dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<bool>,
+) -> Result<StagedSeed> {
     let marker = stateroot_dir.join(SEEDED_MARKER);
     let dest = stateroot_dir.join("var");
     if fs::symlink_metadata(&marker).is_ok() {
         return Ok(StagedSeed {
             marker,
             dest,
-            copies: None,
+            staged: None,
         });
     }
-    let mut staged = Vec::new();
-    if !has_deployments(&stateroot_dir.join("deploy"))? {
-        let src = root.join("var");
-        if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
-            copy_missing(&src, &dest, Path::new(""), &mut staged)?;
-        }
-    }
+    let staging = dest.join(STAGING_NAME);
+    // A seed killed before its marker leaves its staging copy: start over.
+    fsutil::remove_tree(&staging)?;
+    let staged = !has_deployments(&stateroot_dir.join("deploy"))? && fill(&staging)?;
     Ok(StagedSeed {
         marker,
         dest,
-        copies: Some(staged),
+        staged: Some(staged),
     })
 }
 
 impl StagedSeed {
-    /// Flush the copies, rename them into place and write the marker (holding `commit`).
+    /// Remove the staged copy of a deploy that failed (best effort: the next seed
+    /// removes a leftover too).
+    pub(crate) fn abandon(self) {
+        if self.staged == Some(true)
+            && let Err(e) = fsutil::remove_tree(&self.dest.join(STAGING_NAME))
+        {
+            tracing::warn!("leaving the staged /var seed: {e}");
+        }
+    }
+
+    /// Flush the staged copy, move what the stateroot's `/var` lacks into place (symlinks
+    /// there are never followed; directories on both sides are merged), drop the rest and
+    /// write the marker (holding `commit`).
     pub(crate) fn finish(self, commit: &str) -> Result<SeedReport> {
-        let Some(staged) = self.copies else {
+        let Some(staged) = self.staged else {
             return Ok(SeedReport::default());
         };
-        // One flush for all the copies, then the renames that make them visible: a kill
-        // before a rename leaves a temporary copy the next seed replaces.
-        if !staged.is_empty() {
+        let mut copied = Vec::new();
+        if staged {
+            let staging = self.dest.join(STAGING_NAME);
+            // One flush for all the copies, then the renames that make them visible: a
+            // kill before a rename leaves the staging copy the next seed replaces.
             fsutil::syncfs(&self.dest)?;
-        }
-        let mut parents: Vec<&Path> = Vec::new();
-        for copy in &staged {
-            fs::rename(&copy.tmp, &copy.dest).at(&copy.dest)?;
-            let parent = copy.dest.parent().unwrap_or(&self.dest);
-            if !parents.contains(&parent) {
-                parents.push(parent);
+            let mut parents = Vec::new();
+            move_missing(
+                &staging,
+                &self.dest,
+                Path::new(""),
+                &mut copied,
+                &mut parents,
+            )?;
+            fsutil::remove_tree(&staging)?;
+            parents.push(self.dest.clone());
+            parents.sort();
+            parents.dedup();
+            for parent in &parents {
+                fsutil::fsync_dir(parent)?;
             }
-        }
-        for parent in parents {
-            fsutil::fsync_dir(parent)?;
         }
         fsutil::write_atomic(&self.marker, format!("{commit}\n").as_bytes(), 0o644)?;
         Ok(SeedReport {
-            copied: staged.into_iter().map(|c| c.rel).collect(),
+            copied,
             seeded_now: true,
         })
     }
@@ -123,18 +165,16 @@ fn has_deployments(deploy_dir: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// A path copied under a temporary name, renamed into place once all copies are flushed.
-struct StagedCopy {
-    tmp: PathBuf,
-    dest: PathBuf,
-    /// The path relative to `/var`, for the report.
-    rel: String,
-}
-
-/// Copy what `src` has and `dest` lacks, each missing path under a temporary name beside
-/// its destination (listed in `staged`); directories present on both sides are merged,
-/// anything else present in `dest` (including a symlink) is left alone.
-fn copy_missing(src: &Path, dest: &Path, rel: &Path, staged: &mut Vec<StagedCopy>) -> Result<()> {
+/// Rename what `src` has and `dest` lacks into `dest` (listed in `moved`, relative to
+/// `/var`, with the directories that changed in `parents`); directories present on both
+/// sides are merged, anything else present in `dest` (including a symlink) is left alone.
+fn move_missing(
+    src: &Path,
+    dest: &Path,
+    rel: &Path,
+    moved: &mut Vec<String>,
+    parents: &mut Vec<PathBuf>,
+) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(src)
         .at(src)?
         .map(|e| e.map(|e| e.file_name()))
@@ -143,22 +183,20 @@ fn copy_missing(src: &Path, dest: &Path, rel: &Path, staged: &mut Vec<StagedCopy
     names.sort();
     for name in names {
         let (s, d) = (src.join(&name), dest.join(&name));
+        if rel.as_os_str().is_empty() && name == STAGING_NAME {
+            continue;
+        }
         match fs::symlink_metadata(&d) {
             Ok(dm) => {
                 let sm = fs::symlink_metadata(&s).at(&s)?;
                 if dm.is_dir() && sm.is_dir() {
-                    copy_missing(&s, &d, &rel.join(&name), staged)?;
+                    move_missing(&s, &d, &rel.join(&name), moved, parents)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tmp = dest.join(format!(".tl-seed-{}", name.to_string_lossy()));
-                fsutil::remove_tree(&tmp)?;
-                fsutil::copy_preserving(&s, &tmp)?;
-                staged.push(StagedCopy {
-                    tmp,
-                    dest: d,
-                    rel: rel.join(&name).display().to_string(),
-                });
+                fs::rename(&s, &d).at(&d)?;
+                moved.push(rel.join(&name).display().to_string());
+                parents.push(dest.to_path_buf());
             }
             Err(e) => return Err(e).at(d),
         }
@@ -169,6 +207,19 @@ fn copy_missing(src: &Path, dest: &Path, rel: &Path, staged: &mut Vec<StagedCopy
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seed from a directory standing for the commit's tree.
+    fn seed_once(root: &Path, stateroot_dir: &Path, commit: &str) -> Result<SeedReport> {
+        let src = root.join("var");
+        stage_with(stateroot_dir, |staging| {
+            if !src.is_dir() {
+                return Ok(false);
+            }
+            fsutil::copy_preserving(&src, staging)?;
+            Ok(true)
+        })?
+        .finish(commit)
+    }
 
     #[test]
     fn first_deploy_copies_missing_paths_and_later_ones_nothing() {
