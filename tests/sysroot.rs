@@ -1142,6 +1142,15 @@ fn deploy_seeds_var_once_and_creates_missing_tmpfiles_paths() {
         fs::read_to_string(var.join("lib/app/shipped")).unwrap(),
         "v1\n"
     );
+    assert_eq!(
+        fs::metadata(var.join("lib/app/shipped")).unwrap().nlink(),
+        1,
+        "seeded /var files are copies, never links to store objects"
+    );
+    assert!(
+        !var.join(".tl-seed-staging").exists(),
+        "no staging copy is left"
+    );
     let md = fs::metadata(var.join("lib/svc")).unwrap();
     assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o750, 105, 105));
     assert_eq!(
