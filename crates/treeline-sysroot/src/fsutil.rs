@@ -152,9 +152,6 @@ pub fn remove_sysroot(path: &Path) -> Result<()> {
     }
 }
 
-/// Copies at least this big have their writeback started as soon as they are written.
-const EARLY_WRITEBACK_MIN: u64 = 256 << 10;
-
 /// Copy one path (recursively for directories) keeping type, content, mode, owner,
 /// xattrs and modification time; `dest` must not exist. Sockets, fifos and device nodes
 /// are skipped, as ostree's /etc merge does. Nothing is fsynced here (one per file costs
@@ -183,13 +180,7 @@ pub(crate) fn copy_preserving(src: &Path, dest: &Path) -> Result<()> {
     } else if ft.is_file() {
         let mut from = File::open(src).at(src)?;
         let mut to = File::create_new(dest).at(dest)?;
-        let n = std::io::copy(&mut from, &mut to).at(dest)?;
-        if n >= EARLY_WRITEBACK_MIN {
-            // Start writing the copy to disk now (asynchronously: on Linux, DONTNEED on
-            // dirty pages begins their writeback), so the flush that must come before the
-            // copy is used finds less to do. Only a hint: its failure changes nothing.
-            let _ = rustix::fs::fadvise(&to, 0, None, rustix::fs::Advice::DontNeed);
-        }
+        std::io::copy(&mut from, &mut to).at(dest)?;
         drop(to);
         copy_metadata(src, &md, dest)?;
     } else {
