@@ -607,7 +607,15 @@ fn assemble_and_commit(
         Distribution::Debian => {
             let reuse = !opts.fresh && tf.base.is_none();
             assemble_deb(
-                repo, &tf.arch, sources, packages, commits, root, reuse, &txn,
+                repo,
+                &tf.arch,
+                sources,
+                packages,
+                commits,
+                root,
+                reuse,
+                tf.base.is_none(),
+                &txn,
             )?
         }
     };
@@ -674,6 +682,9 @@ fn assemble_apk(
 /// the preinst scripts and `dpkg --configure`, then drop per-machine and per-run state.
 /// With `reuse`, start from the largest configured root of an earlier compose whose
 /// packages are all wanted ([`stage`]) and do this for the other packages only.
+/// Otherwise, into a `root_empty` root (no base tarball), the packages are hardlinked
+/// into the lower layer of an overlay on the root ([`stage::Overlay::mount_packages`]),
+/// as a recompose does with a stage; where that is impossible, copied.
 #[allow(clippy::too_many_arguments)]
 fn assemble_deb(
     repo: &Repo,
@@ -683,6 +694,7 @@ fn assemble_deb(
     commits: &[Checksum],
     root: &Path,
     reuse: bool,
+    root_empty: bool,
     txn: &treeline_store::Transaction<'_>,
 ) -> Result<(Option<stage::Pending>, Option<stage::Overlay>)> {
     let started = std::time::Instant::now();
@@ -730,12 +742,28 @@ fn assemble_deb(
         }
         None => {
             for (meta, commit) in packages.iter().zip(commits) {
-                let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
-                dpkg::extract(repo, &pkg, root)?;
-                debs.push(pkg);
+                debs.push(dpkg::DebPackage::load(repo, meta, commit)?);
             }
-            layout::usr_merge(root, &mut Vec::new())?;
-            tracing::info!(packages = debs.len(), elapsed = ?started.elapsed(), "extracted");
+            // Into an empty root, the packages are hardlinked into the lower layer of an
+            // overlay (nothing copied that no script writes, nothing hashed again at
+            // commit); else, or where no overlay can be mounted, copied.
+            if root_empty {
+                let labelled: Vec<(String, Checksum)> =
+                    debs.iter().map(|d| (d.label(), d.commit)).collect();
+                overlay = stage::Overlay::mount_packages(repo, &labelled, root)?;
+            }
+            if overlay.is_none() {
+                for pkg in &debs {
+                    dpkg::extract(repo, pkg, root)?;
+                }
+                layout::usr_merge(root, &mut Vec::new())?;
+            }
+            tracing::info!(
+                packages = debs.len(),
+                overlay = overlay.is_some(),
+                elapsed = ?started.elapsed(),
+                "extracted"
+            );
         }
     }
     if !debs.is_empty() {
