@@ -403,7 +403,7 @@ pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
     };
     let rt = pipeline::runtime().map_err(|e| packages_err(e.into()))?;
     let fetcher = pipeline::fetcher().map_err(|e| packages_err(e.into()))?;
-    pipeline::resolve(&rt, &fetcher, cache, sources, &request).map_err(packages_err)
+    pipeline::resolve_cached(&rt, &fetcher, cache, sources, &request).map_err(packages_err)
 }
 
 /// The mirror the host's apt configuration uses for `suite` (`/etc/apt/sources.list`
@@ -568,6 +568,22 @@ fn import(
     let importer = treeline_pkg::import::Importer::new(repo).map_err(import_err)?;
     let mut commits = Vec::with_capacity(packages.len());
     for (meta, path) in packages.iter().zip(paths) {
+        // A .deb imported before is known by the SHA-256 its index record gives (the
+        // import recorded the file's, checked against the same record): its file need
+        // not be read again.
+        if resolved.family == treeline_pkg::Family::Deb {
+            let ref_name = treeline_pkg::import::package_ref(
+                treeline_pkg::Family::Deb,
+                &meta.name,
+                &meta.version,
+                &meta.arch,
+            );
+            let sha256 = meta.checksum.to_ascii_lowercase();
+            if let Some(commit) = treeline_pkg::import::find_imported(repo, &ref_name, &sha256) {
+                commits.push(commit);
+                continue;
+            }
+        }
         let imported = match resolved.family {
             treeline_pkg::Family::Apk => {
                 importer.import_apk(path, Some(&meta.checksum), keys.as_ref())

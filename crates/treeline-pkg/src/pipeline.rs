@@ -106,6 +106,146 @@ pub fn resolve(
     })
 }
 
+/// Where solutions are kept, under the cache root; the version changes whenever what a
+/// solution file holds changes.
+const SOLUTIONS_DIR: &str = "solutions/v1";
+
+/// A solution as kept in the cache: the solved packages in install order with the base
+/// URL each came from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedSolution {
+    searched: bool,
+    packages: Vec<(String, PackageMeta)>,
+}
+
+/// Like [`resolve`], but a solution is kept in the cache, keyed by the SHA-256 of
+/// everything it follows from: the `Packages` files (as the signed Release files name
+/// them, fetched and verified every time), the sources' pins and architectures, the
+/// request, and the running program (another build may solve differently). With the
+/// same key, the indexes are not read at all: the returned [`Resolved`]'s universe holds
+/// the solved packages only. Only Debian sources (an apk index is small) and requests
+/// without installed packages (universe ids) are kept; others are solved each time.
+pub fn resolve_cached(
+    rt: &tokio::runtime::Runtime,
+    fetcher: &treeline_pull::fetch::Fetcher,
+    cache: &Cache,
+    sources: Vec<Source>,
+    request: &Request,
+) -> crate::Result<Resolved> {
+    let debs: Vec<&crate::source::DebSource> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Deb(d) => Some(d),
+            Source::Apk(_) => None,
+        })
+        .collect();
+    if debs.is_empty() || debs.len() != sources.len() || !request.installed.is_empty() {
+        return resolve(rt, fetcher, cache, sources, request);
+    }
+    let prepared = rt.block_on(async {
+        let loads = debs
+            .iter()
+            .map(|d| crate::source::prepare_deb(d, fetcher, cache));
+        futures_util::future::join_all(loads)
+            .await
+            .into_iter()
+            .collect::<crate::Result<Vec<_>>>()
+    })?;
+    let path = cache
+        .root()
+        .join(SOLUTIONS_DIR)
+        .join(format!("{}.json", solution_key(&prepared, request)));
+    if let Some(cached) = read_solution(&path) {
+        tracing::debug!(path = %path.display(), "solution read from the cache");
+        let (bases, packages): (Vec<String>, Vec<PackageMeta>) =
+            cached.packages.into_iter().unzip();
+        let solution = Solution {
+            install_order: (0..packages.len()).collect(),
+            searched: cached.searched,
+        };
+        return Ok(Resolved {
+            family: Family::Deb,
+            sources,
+            bases,
+            universe: Universe::new(Family::Deb, packages),
+            solution,
+        });
+    }
+    let mut bases = Vec::new();
+    let mut packages = Vec::new();
+    for p in prepared {
+        let repo = p.parse()?;
+        bases.extend(std::iter::repeat_n(repo.base.clone(), repo.packages.len()));
+        packages.extend(repo.packages);
+    }
+    let universe = Universe::new(Family::Deb, packages);
+    let solution = solve(&universe, request)?;
+    let cached = CachedSolution {
+        searched: solution.searched,
+        packages: solution
+            .install_order
+            .iter()
+            .map(|&id| (bases[id].clone(), universe.packages()[id].clone()))
+            .collect(),
+    };
+    // Only an optimisation: a solution that cannot be kept is computed again next time.
+    match serde_json::to_vec(&cached) {
+        Ok(bytes) => {
+            if let Err(e) = crate::cache::write_atomic(&path, &bytes) {
+                tracing::warn!("not keeping the solution: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("not keeping the solution: {e}"),
+    }
+    Ok(Resolved {
+        family: Family::Deb,
+        sources,
+        bases,
+        universe,
+        solution,
+    })
+}
+
+/// The cache key of a solution: SHA-256 (hex) of its inputs.
+fn solution_key(prepared: &[crate::source::PreparedDeb], request: &Request) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let mut text = format!("{SOLUTIONS_DIR}\n{}\n", program_identity());
+    for p in prepared {
+        let _ = writeln!(text, "repository {}", p.base);
+        for i in &p.indexes {
+            let _ = writeln!(text, "index {} {} {}", i.sha256, i.arch, i.pin);
+        }
+    }
+    // Debug shows every field of the request, so any change to it changes the key.
+    let _ = writeln!(text, "request {request:?}");
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// What tells this build of the program from another: its version and the size and
+/// modification time of its executable (a rebuild may solve differently).
+fn program_identity() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| format!("{} {}.{}", m.size(), m.mtime(), m.mtime_nsec()))
+        .unwrap_or_default();
+    format!("{} {exe}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A kept solution, if there is one and it reads back whole.
+fn read_solution(path: &Path) -> Option<CachedSolution> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice::<CachedSolution>(&bytes) {
+        Ok(s) if !s.packages.is_empty() => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("ignoring the unreadable solution {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// Downloads the solution's packages into the cache (each verified against its index
 /// record); returns their paths in install order.
 pub fn fetch(
