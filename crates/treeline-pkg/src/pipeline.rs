@@ -280,3 +280,112 @@ pub fn verify_apk_identity(meta: &PackageMeta, path: &Path) -> std::result::Resu
         .map_err(|e| e.to_string())?;
     pkg.verify_datahash().map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::DebSource;
+
+    /// An unsigned apt repository in `dir` whose one index lists `stanzas`.
+    fn write_repository(dir: &Path, stanzas: &str) {
+        use sha2::Digest;
+        let index = dir.join("dists/stable/main/binary-amd64");
+        std::fs::create_dir_all(&index).unwrap();
+        std::fs::write(index.join("Packages"), stanzas).unwrap();
+        let sha = hex::encode(sha2::Sha256::digest(stanzas.as_bytes()));
+        std::fs::write(
+            dir.join("dists/stable/Release"),
+            format!(
+                "Suite: stable\nCodename: stable\nArchitectures: amd64\nComponents: main\n\
+                 SHA256:\n {sha} {} main/binary-amd64/Packages\n",
+                stanzas.len()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn stanza(name: &str, version: &str, depends: &str) -> String {
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: amd64\nDepends: {depends}\n\
+             Filename: pool/{name}_{version}_amd64.deb\nSize: 1\nSHA256: {}\n\n",
+            "0".repeat(64)
+        )
+        .replace("Depends: \n", "")
+    }
+
+    fn solved(dir: &Path, cache: &Cache, request: &Request) -> Vec<String> {
+        let rt = runtime().unwrap();
+        let fetcher = fetcher().unwrap();
+        let sources = vec![Source::Deb(DebSource {
+            uri: dir.display().to_string(),
+            suite: "stable".into(),
+            components: vec!["main".into()],
+            arch: "amd64".into(),
+            keyring: None,
+        })];
+        let resolved = resolve_cached(&rt, &fetcher, cache, sources, request).unwrap();
+        resolved
+            .packages()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect()
+    }
+
+    fn solution_files(cache: &Cache) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(cache.root().join(SOLUTIONS_DIR))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn solutions_are_kept_and_follow_the_index_and_the_request() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (repo, cache) = (scratch.path().join("repo"), scratch.path().join("cache"));
+        let cache = Cache::new(cache);
+        write_repository(
+            &repo,
+            &[
+                stanza("a", "1.0", "b"),
+                stanza("b", "1.0", ""),
+                stanza("c", "1.0", ""),
+            ]
+            .concat(),
+        );
+        let mut request = Request::names(["a"]);
+        request.install_recommends = false;
+
+        assert_eq!(solved(&repo, &cache, &request), ["b 1.0", "a 1.0"]);
+        let files = solution_files(&cache);
+        assert_eq!(files.len(), 1, "{files:?}");
+
+        // The kept solution is what the next resolve returns: edited, the edit shows.
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let edited = text.replace("\"version\":\"1.0\"", "\"version\":\"1.0-kept\"");
+        assert_ne!(text, edited);
+        std::fs::write(&files[0], edited).unwrap();
+        assert_eq!(
+            solved(&repo, &cache, &request),
+            ["b 1.0-kept", "a 1.0-kept"]
+        );
+
+        // An unreadable one is solved again (and replaced).
+        std::fs::write(&files[0], b"{ not json").unwrap();
+        assert_eq!(solved(&repo, &cache, &request), ["b 1.0", "a 1.0"]);
+        assert_eq!(solution_files(&cache), files);
+
+        // Another request is another solution.
+        let mut other = Request::names(["a", "c"]);
+        other.install_recommends = false;
+        assert_eq!(solved(&repo, &cache, &other), ["b 1.0", "a 1.0", "c 1.0"]);
+        assert_eq!(solution_files(&cache).len(), 2);
+
+        // A changed index is read again.
+        write_repository(
+            &repo,
+            &[stanza("a", "1.0", "b"), stanza("b", "2.0", "")].concat(),
+        );
+        assert_eq!(solved(&repo, &cache, &request), ["b 2.0", "a 1.0"]);
+        assert_eq!(solution_files(&cache).len(), 3);
+    }
+}
