@@ -525,11 +525,22 @@ fn script_env<'a>(
 
 /// What stops services from starting while scripts run: `policy-rc.d` refusing every
 /// action, and `start-stop-daemon` replaced by a no-op (the real one is put back by
-/// [`Quiet::restore`]).
+/// [`Quiet::restore`]); and what keeps scripts from making per-machine secrets that
+/// [`clean`] would remove anyway: empty placeholders at the ssh host key paths, so
+/// openssh-server's postinst, which makes only the keys that are missing, generates
+/// none (an RSA key takes up to seconds); removed afterwards.
 struct Quiet<'a> {
     root: &'a Path,
     ssd: Option<std::path::PathBuf>,
+    placeholders: Vec<std::path::PathBuf>,
 }
+
+/// The host keys openssh-server's postinst makes when they are missing.
+const SSH_HOST_KEYS: [&str; 3] = [
+    "ssh_host_rsa_key",
+    "ssh_host_ecdsa_key",
+    "ssh_host_ed25519_key",
+];
 
 const SSD_ASIDE: &str = "start-stop-daemon.treeline-real";
 
@@ -543,7 +554,21 @@ impl<'a> Quiet<'a> {
             0o755,
         )?;
         let ssd = sbin.join("start-stop-daemon");
-        let mut quiet = Quiet { root, ssd: None };
+        let mut quiet = Quiet {
+            root,
+            ssd: None,
+            placeholders: Vec::new(),
+        };
+        let ssh = root.join("etc/ssh");
+        if ssh.is_dir() {
+            for key in SSH_HOST_KEYS {
+                let p = ssh.join(key);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    write(&p, b"", 0o600)?;
+                    quiet.placeholders.push(p);
+                }
+            }
+        }
         if ssd.is_file() {
             let aside = sbin.join(SSD_ASIDE);
             std::fs::rename(&ssd, &aside).map_err(io_err(&ssd))?;
@@ -570,6 +595,12 @@ impl<'a> Quiet<'a> {
         if let Some(ssd) = self.ssd.take() {
             let aside = sbin.join(SSD_ASIDE);
             std::fs::rename(&aside, &ssd).map_err(io_err(&aside))?;
+        }
+        // A placeholder a script replaced with a real key is left to `clean`.
+        for p in std::mem::take(&mut self.placeholders) {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
         }
         Ok(())
     }
