@@ -190,11 +190,10 @@ pub fn resolve_cached(
     };
     // Only an optimisation: a solution that cannot be kept is computed again next time.
     match serde_json::to_vec(&cached) {
-        Ok(bytes) => {
-            if let Err(e) = crate::cache::write_atomic(&path, &bytes) {
-                tracing::warn!("not keeping the solution: {e}");
-            }
-        }
+        Ok(bytes) => match crate::cache::write_atomic(&path, &bytes) {
+            Ok(()) => prune_solutions(&path),
+            Err(e) => tracing::warn!("not keeping the solution: {e}"),
+        },
         Err(e) => tracing::warn!("not keeping the solution: {e}"),
     }
     Ok(Resolved {
@@ -231,6 +230,30 @@ fn program_identity() -> String {
         .map(|m| format!("{} {}.{}", m.size(), m.mtime(), m.mtime_nsec()))
         .unwrap_or_default();
     format!("{} {exe}", env!("CARGO_PKG_VERSION"))
+}
+
+/// How many solutions are kept: each new index, request or build makes another.
+const KEPT_SOLUTIONS: usize = 16;
+
+/// Removes the least recently written solutions beyond [`KEPT_SOLUTIONS`] from the
+/// directory of `newest` (never `newest`).
+fn prune_solutions(newest: &Path) {
+    let Some(dir) = newest.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json") && e.path() != newest)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() < KEPT_SOLUTIONS {
+        return;
+    }
+    files.sort();
+    for (_, p) in &files[..files.len() + 1 - KEPT_SOLUTIONS] {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 /// A kept solution, if there is one and it reads back whole.
@@ -387,5 +410,17 @@ mod tests {
         );
         assert_eq!(solved(&repo, &cache, &request), ["b 2.0", "a 1.0"]);
         assert_eq!(solution_files(&cache).len(), 3);
+
+        // Only the most recent solutions are kept.
+        for n in 0..KEPT_SOLUTIONS + 3 {
+            let mut r = Request::names(["a"]);
+            r.install_recommends = false;
+            r.forbid = Request::names([format!("z{n}")]).install[0]
+                .alternatives
+                .clone();
+            solved(&repo, &cache, &r);
+        }
+        let kept = solution_files(&cache);
+        assert_eq!(kept.len(), KEPT_SOLUTIONS, "{kept:?}");
     }
 }
