@@ -5,9 +5,13 @@
 # its tree; then the recompose after adding one package (`less`) to the treefile.
 #
 # Method: the mirror is the host's apt configuration's for bookworm (never built in).
-#         One warm-up compose fills treeline's caches: the downloads, and the store, which
-#         is treeline's package cache (each .deb imported once). mmdebstrap downloads
-#         through apt as it always does (it keeps no cache between runs). Then RUNS
+#         One warm-up compose fills treeline's caches: the downloads, the store, which
+#         is treeline's package cache (each .deb imported once), and the kept solution
+#         (so the timed runs read no Packages index; the Release file is still fetched
+#         and verified each time; the recompose's package set is new, so it solves once,
+#         which its peak RSS shows). mmdebstrap downloads through apt as it always
+#         does (it keeps no cache between runs, so its time varies with the network,
+#         and includes the downloads). Then RUNS
 #         (default 3) alternating timed runs of each: treeline composes from scratch
 #         (`--fresh`: every package unpacked and configured, no kept configured root) on
 #         the warm store after its ref is deleted, so each run writes a commit;

@@ -150,8 +150,8 @@ fn write_treefile(dir: &Path, packages: &[&str]) -> PathBuf {
 }
 
 /// An unsigned apt repository in `dir` (`dists/SUITE/Release`, `main/binary-amd64/Packages`)
-/// holding one package, `NAME` 1.0, whose postinst exits 1.
-fn local_repository_with_failing_postinst(dir: &Path, name: &str) {
+/// holding one package, `NAME` 1.0, whose `script` (`preinst`, `postinst`) exits 1.
+fn local_repository_with_failing_script(dir: &Path, name: &str, script: &str) {
     let build = dir.join("build");
     fs::create_dir_all(build.join("DEBIAN")).unwrap();
     fs::create_dir_all(build.join("usr/share/doc").join(name)).unwrap();
@@ -170,8 +170,8 @@ fn local_repository_with_failing_postinst(dir: &Path, name: &str) {
     .unwrap();
     write_file(
         &build,
-        "DEBIAN/postinst",
-        b"#!/bin/sh\necho 'configuring fails on purpose' >&2\nexit 1\n",
+        &format!("DEBIAN/{script}"),
+        format!("#!/bin/sh\necho '{script} fails on purpose' >&2\nexit 1\n").as_bytes(),
         0o755,
     );
     let pool = dir.join("pool");
@@ -548,35 +548,39 @@ fn compose_debian_minimal_gives_a_tree_dpkg_and_apt_accept() {
 
     // A maintainer script that fails fails the compose, naming the package and the
     // script; the ref stays where it was and the repository stays sound.
-    let local = scratch.path().join("local-repo");
-    local_repository_with_failing_postinst(&local, "treeline-fails-postinst");
-    let failing = scratch.path().join("failing.toml");
-    fs::write(
-        &failing,
-        fs::read_to_string(&plus)
-            .unwrap()
-            .replace("\"less\"]", "\"less\", \"treeline-fails-postinst\"]")
-            + &format!("local-repositories = [{:?}]\n", local.display().to_string()),
-    )
-    .unwrap();
-    let out = run_fail(
-        tl(&repo)
-            .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-            .args(["compose", "tree", "--cache-dir"])
-            .arg(&cache)
-            .arg(&failing),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("treeline-fails-postinst") && stderr.contains("postinst"),
-        "the error names neither the package nor the script: {stderr}"
-    );
-    let head = run_ok(ostree(&repo).args(["rev-parse", "debian/bookworm/amd64/minimal"]));
-    assert_eq!(
-        head.trim(),
-        child["commit"].as_str().unwrap(),
-        "the ref moved"
-    );
+    for script in ["postinst", "preinst"] {
+        let name = format!("treeline-fails-{script}");
+        let local = scratch.path().join(format!("local-repo-{script}"));
+        local_repository_with_failing_script(&local, &name, script);
+        let failing = scratch.path().join(format!("failing-{script}.toml"));
+        fs::write(
+            &failing,
+            fs::read_to_string(&plus)
+                .unwrap()
+                .replace("\"less\"]", &format!("\"less\", \"{name}\"]"))
+                + &format!("local-repositories = [{:?}]\n", local.display().to_string()),
+        )
+        .unwrap();
+        let out = run_fail(
+            tl(&repo)
+                .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+                .args(["compose", "tree", "--cache-dir"])
+                .arg(&cache)
+                .arg(&failing),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{script} of {name}"))
+                && stderr.contains(&format!("{script} fails on purpose")),
+            "the error names neither the package nor the script: {stderr}"
+        );
+        let head = run_ok(ostree(&repo).args(["rev-parse", "debian/bookworm/amd64/minimal"]));
+        assert_eq!(
+            head.trim(),
+            child["commit"].as_str().unwrap(),
+            "the ref moved"
+        );
+    }
     run_ok(ostree(&repo).arg("fsck"));
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let tmp = fs::canonicalize(&repo).unwrap().join("tmp");

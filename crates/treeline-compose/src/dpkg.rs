@@ -525,11 +525,22 @@ fn script_env<'a>(
 
 /// What stops services from starting while scripts run: `policy-rc.d` refusing every
 /// action, and `start-stop-daemon` replaced by a no-op (the real one is put back by
-/// [`Quiet::restore`]).
+/// [`Quiet::restore`]); and what keeps scripts from making per-machine secrets that
+/// [`clean`] would remove anyway: empty placeholders at the ssh host key paths, so
+/// openssh-server's postinst, which makes only the keys that are missing, generates
+/// none (an RSA key takes up to seconds); removed afterwards.
 struct Quiet<'a> {
     root: &'a Path,
     ssd: Option<std::path::PathBuf>,
+    placeholders: Vec<std::path::PathBuf>,
 }
+
+/// The host keys openssh-server's postinst makes when they are missing.
+const SSH_HOST_KEYS: [&str; 3] = [
+    "ssh_host_rsa_key",
+    "ssh_host_ecdsa_key",
+    "ssh_host_ed25519_key",
+];
 
 const SSD_ASIDE: &str = "start-stop-daemon.treeline-real";
 
@@ -543,7 +554,21 @@ impl<'a> Quiet<'a> {
             0o755,
         )?;
         let ssd = sbin.join("start-stop-daemon");
-        let mut quiet = Quiet { root, ssd: None };
+        let mut quiet = Quiet {
+            root,
+            ssd: None,
+            placeholders: Vec::new(),
+        };
+        let ssh = root.join("etc/ssh");
+        if ssh.is_dir() {
+            for key in SSH_HOST_KEYS {
+                let p = ssh.join(key);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    write(&p, b"", 0o600)?;
+                    quiet.placeholders.push(p);
+                }
+            }
+        }
         if ssd.is_file() {
             let aside = sbin.join(SSD_ASIDE);
             std::fs::rename(&ssd, &aside).map_err(io_err(&ssd))?;
@@ -571,6 +596,12 @@ impl<'a> Quiet<'a> {
             let aside = sbin.join(SSD_ASIDE);
             std::fs::rename(&aside, &ssd).map_err(io_err(&aside))?;
         }
+        // A placeholder a script replaced with a real key is left to `clean`.
+        for p in std::mem::take(&mut self.placeholders) {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
         Ok(())
     }
 }
@@ -593,25 +624,7 @@ pub fn configure(
 ) -> Result<()> {
     let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| "0".to_owned());
     let quiet = Quiet::install(root)?;
-    for pkg in packages {
-        if pkg.script("preinst").is_none() {
-            continue;
-        }
-        let db = pkg.db_name();
-        let env = script_env(
-            Some((&pkg.meta.name, pkg.arch(), "preinst")),
-            dpkg_version,
-            &epoch,
-        );
-        sandbox.exec(
-            root,
-            &pkg.label(),
-            "preinst",
-            &format!("/{ADMINDIR}/info/{db}.preinst"),
-            &["install".to_owned()],
-            &env,
-        )?;
-    }
+    run_preinsts(sandbox, root, packages, dpkg_version, &epoch)?;
     tracing::info!("preinst scripts run");
     resolve_owners(root, packages)?;
     let env = script_env(None, dpkg_version, &epoch);
@@ -627,6 +640,80 @@ pub fn configure(
         .exec(root, "dpkg", "--configure", "/usr/bin/dpkg", &args, &env)
         .map_err(name_failed_script)?;
     quiet.restore()
+}
+
+/// Where the driver running every `preinst` is written, and where it notes which failed.
+const PREINST_DRIVER: &str = "/tmp/treeline-preinst";
+const PREINST_FAILED: &str = "/tmp/treeline-preinst-failed";
+
+/// Runs `preinst install` of every package that has one, in install order, in one
+/// sandbox: a driver script runs them one after the other, each with the environment
+/// dpkg gives it, and stops at the first that fails, noting which it was.
+fn run_preinsts(
+    sandbox: &Sandbox,
+    root: &Path,
+    packages: &[DebPackage],
+    dpkg_version: &str,
+    epoch: &str,
+) -> Result<()> {
+    let with: Vec<&DebPackage> = packages
+        .iter()
+        .filter(|p| p.script("preinst").is_some())
+        .collect();
+    if with.is_empty() {
+        return Ok(());
+    }
+    // Names, architectures and versions never hold a quote; dropped all the same.
+    let quote = |s: &str| format!("'{}'", s.replace('\'', ""));
+    let mut driver = format!(
+        "#!/bin/sh\n# treeline compose: `preinst install` of every package, in install order\n\
+         failed() {{ echo \"$1\" >{PREINST_FAILED}; exit \"$2\"; }}\n"
+    );
+    for (i, pkg) in with.iter().enumerate() {
+        let _ = writeln!(
+            driver,
+            "DPKG_MAINTSCRIPT_PACKAGE={} DPKG_MAINTSCRIPT_ARCH={} DPKG_MAINTSCRIPT_NAME=preinst \
+             DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 {} install || failed {i} $?",
+            quote(&pkg.meta.name),
+            quote(pkg.arch()),
+            quote(&format!("/{ADMINDIR}/info/{}.preinst", pkg.db_name())),
+        );
+    }
+    let host_driver = root.join(PREINST_DRIVER.trim_start_matches('/'));
+    let host_failed = root.join(PREINST_FAILED.trim_start_matches('/'));
+    if let Some(dir) = host_driver.parent() {
+        mkdirs(dir)?;
+    }
+    let _ = std::fs::remove_file(&host_failed);
+    write(&host_driver, driver.as_bytes(), 0o755)?;
+    let env = script_env(None, dpkg_version, epoch);
+    let result = sandbox.exec(
+        root,
+        "preinst scripts",
+        "preinst",
+        PREINST_DRIVER,
+        &[],
+        &env,
+    );
+    let failed = std::fs::read_to_string(&host_failed).ok();
+    let _ = std::fs::remove_file(&host_driver);
+    let _ = std::fs::remove_file(&host_failed);
+    match result {
+        Ok(()) => Ok(()),
+        Err(script::Error::Failed { status, output, .. }) => {
+            let package = failed
+                .and_then(|f| f.trim().parse::<usize>().ok())
+                .and_then(|i| with.get(i))
+                .map_or_else(|| "a package".to_owned(), |p| p.label());
+            Err(Error::Script(script::Error::Failed {
+                package,
+                script: "preinst".to_owned(),
+                status,
+                output,
+            }))
+        }
+        Err(e) => Err(Error::Script(e)),
+    }
 }
 
 /// Activates, for packages unpacked on top of a configured tree, the triggers dpkg's

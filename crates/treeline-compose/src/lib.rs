@@ -403,7 +403,7 @@ pub fn resolve(tf: &Treefile, cache: &Cache) -> Result<Resolved> {
     };
     let rt = pipeline::runtime().map_err(|e| packages_err(e.into()))?;
     let fetcher = pipeline::fetcher().map_err(|e| packages_err(e.into()))?;
-    pipeline::resolve(&rt, &fetcher, cache, sources, &request).map_err(packages_err)
+    pipeline::resolve_cached(&rt, &fetcher, cache, sources, &request).map_err(packages_err)
 }
 
 /// The mirror the host's apt configuration uses for `suite` (`/etc/apt/sources.list`
@@ -568,6 +568,22 @@ fn import(
     let importer = treeline_pkg::import::Importer::new(repo).map_err(import_err)?;
     let mut commits = Vec::with_capacity(packages.len());
     for (meta, path) in packages.iter().zip(paths) {
+        // A .deb imported before is known by the SHA-256 its index record gives (the
+        // import recorded the file's, checked against the same record): its file need
+        // not be read again.
+        if resolved.family == treeline_pkg::Family::Deb {
+            let ref_name = treeline_pkg::import::package_ref(
+                treeline_pkg::Family::Deb,
+                &meta.name,
+                &meta.version,
+                &meta.arch,
+            );
+            let sha256 = meta.checksum.to_ascii_lowercase();
+            if let Some(commit) = treeline_pkg::import::find_imported(repo, &ref_name, &sha256) {
+                commits.push(commit);
+                continue;
+            }
+        }
         let imported = match resolved.family {
             treeline_pkg::Family::Apk => {
                 importer.import_apk(path, Some(&meta.checksum), keys.as_ref())
@@ -607,7 +623,15 @@ fn assemble_and_commit(
         Distribution::Debian => {
             let reuse = !opts.fresh && tf.base.is_none();
             assemble_deb(
-                repo, &tf.arch, sources, packages, commits, root, reuse, &txn,
+                repo,
+                &tf.arch,
+                sources,
+                packages,
+                commits,
+                root,
+                reuse,
+                tf.base.is_none(),
+                &txn,
             )?
         }
     };
@@ -674,6 +698,9 @@ fn assemble_apk(
 /// the preinst scripts and `dpkg --configure`, then drop per-machine and per-run state.
 /// With `reuse`, start from the largest configured root of an earlier compose whose
 /// packages are all wanted ([`stage`]) and do this for the other packages only.
+/// Otherwise, into a `root_empty` root (no base tarball), the packages are hardlinked
+/// into the lower layer of an overlay on the root ([`stage::Overlay::mount_packages`]),
+/// as a recompose does with a stage; where that is impossible, copied.
 #[allow(clippy::too_many_arguments)]
 fn assemble_deb(
     repo: &Repo,
@@ -683,6 +710,7 @@ fn assemble_deb(
     commits: &[Checksum],
     root: &Path,
     reuse: bool,
+    root_empty: bool,
     txn: &treeline_store::Transaction<'_>,
 ) -> Result<(Option<stage::Pending>, Option<stage::Overlay>)> {
     let started = std::time::Instant::now();
@@ -730,12 +758,28 @@ fn assemble_deb(
         }
         None => {
             for (meta, commit) in packages.iter().zip(commits) {
-                let pkg = dpkg::DebPackage::load(repo, meta, commit)?;
-                dpkg::extract(repo, &pkg, root)?;
-                debs.push(pkg);
+                debs.push(dpkg::DebPackage::load(repo, meta, commit)?);
             }
-            layout::usr_merge(root, &mut Vec::new())?;
-            tracing::info!(packages = debs.len(), elapsed = ?started.elapsed(), "extracted");
+            // Into an empty root, the packages are hardlinked into the lower layer of an
+            // overlay (nothing copied that no script writes, nothing hashed again at
+            // commit); else, or where no overlay can be mounted, copied.
+            if root_empty {
+                let labelled: Vec<(String, Checksum)> =
+                    debs.iter().map(|d| (d.label(), d.commit)).collect();
+                overlay = stage::Overlay::mount_packages(repo, &labelled, root)?;
+            }
+            if overlay.is_none() {
+                for pkg in &debs {
+                    dpkg::extract(repo, pkg, root)?;
+                }
+                layout::usr_merge(root, &mut Vec::new())?;
+            }
+            tracing::info!(
+                packages = debs.len(),
+                overlay = overlay.is_some(),
+                elapsed = ?started.elapsed(),
+                "extracted"
+            );
         }
     }
     if !debs.is_empty() {

@@ -110,6 +110,49 @@ impl Overlay {
     /// whose objects are not the files themselves, a path overlayfs cannot take): the
     /// caller copies the stage instead.
     pub fn mount(repo: &Repo, stage: &Stage, root: &Path) -> Result<Option<Overlay>> {
+        Self::mount_with(repo, root, |lower| {
+            let opts = CheckoutOptions {
+                require_hardlinks: true,
+                ..CheckoutOptions::default()
+            };
+            checkout(repo, &stage.commit, lower, &opts, &NoProgress).map_err(store_err(format!(
+                "checking out stage {}",
+                stage.commit.to_hex()
+            )))
+        })
+    }
+
+    /// A fresh Debian root: the package commits checked out with hardlinks, one over the
+    /// other in order (a later package's file replaces an earlier one's, as unpacking
+    /// does), `/usr` merged (renames and symlinks only: no file is written), as the
+    /// lower layer of an overlay mounted on the empty `root`. `None` as for
+    /// [`Overlay::mount`]: the caller copies the packages instead.
+    pub fn mount_packages(
+        repo: &Repo,
+        packages: &[(String, Checksum)],
+        root: &Path,
+    ) -> Result<Option<Overlay>> {
+        Self::mount_with(repo, root, |lower| {
+            // Hardlinks where possible; where not (a filesystem boundary, an object at
+            // its link limit), a copy, which is as good in a lower layer.
+            let opts = CheckoutOptions {
+                overwrite: Overwrite::Union,
+                ..CheckoutOptions::default()
+            };
+            for (label, commit) in packages {
+                checkout(repo, commit, lower, &opts, &NoProgress)
+                    .map_err(store_err(format!("extracting {label}")))?;
+            }
+            crate::layout::usr_merge(lower, &mut Vec::new())
+        })
+    }
+
+    /// Fills the lower layer next to `root` with `fill`, then mounts the overlay.
+    fn mount_with(
+        repo: &Repo,
+        root: &Path,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Option<Overlay>> {
         if repo.mode() != treeline_store::RepoMode::Bare {
             return Ok(None);
         }
@@ -136,14 +179,7 @@ impl Overlay {
         for d in [&upper, &work] {
             std::fs::create_dir(d).map_err(io_err(d))?;
         }
-        let opts = CheckoutOptions {
-            require_hardlinks: true,
-            ..CheckoutOptions::default()
-        };
-        checkout(repo, &stage.commit, &lower, &opts, &NoProgress).map_err(store_err(format!(
-            "checking out stage {}",
-            stage.commit.to_hex()
-        )))?;
+        fill(&lower)?;
         let options = format!(
             "lowerdir={},upperdir={},workdir={},{OVERLAY_OPTIONS}",
             lower.display(),

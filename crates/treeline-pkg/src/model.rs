@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// The packaging family: versions, relations and databases follow its rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// Alpine's apk (v2 packages, APKINDEX).
@@ -26,7 +26,7 @@ impl fmt::Display for Family {
 }
 
 /// A version comparison operator in a relation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum VersionOp {
     /// `<` (apk) or `<<` (deb).
     Lt,
@@ -46,7 +46,7 @@ pub enum VersionOp {
 }
 
 /// A constraint on the version of what an [`Atom`] names.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct VersionReq {
     /// How to compare.
     pub op: VersionOp,
@@ -56,7 +56,7 @@ pub struct VersionReq {
 
 /// One name a relation refers to, with optional qualifiers: `name`, `name>=1.2`,
 /// `so:libc.musl-x86_64.so.1`, `libc6 (>= 2.36)`, `python3:any`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Atom {
     /// The package or virtual name (apk namespaced names such as `so:…`, `cmd:…`, `pc:…`
     /// and `/bin/sh` are plain names here).
@@ -71,14 +71,14 @@ pub struct Atom {
 
 /// A requirement: one of the alternatives must be installed (`a | b` in deb; apk has
 /// exactly one alternative).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Dependency {
     /// Never empty.
     pub alternatives: Vec<Atom>,
 }
 
 /// A name a package provides besides its own.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Provide {
     /// The provided name.
     pub name: String,
@@ -88,7 +88,7 @@ pub struct Provide {
 }
 
 /// A package as the solver and the importer see it: one candidate from one repository.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PackageMeta {
     /// apk or deb; decides the version rules.
     pub family: Option<Family>,

@@ -189,6 +189,67 @@ async fn load_apk(s: &ApkSource, fetcher: &Fetcher, cache: &Cache) -> crate::Res
 }
 
 async fn load_deb(s: &DebSource, fetcher: &Fetcher, cache: &Cache) -> crate::Result<Repository> {
+    let prepared = prepare_deb(s, fetcher, cache).await?;
+    let url = prepared.base.clone();
+    tokio::task::spawn_blocking(move || prepared.parse())
+        .await
+        .map_err(|e| Error::Invalid {
+            url,
+            message: e.to_string(),
+        })?
+}
+
+/// A Debian repository whose `Packages` files are in the cache, verified against its
+/// signed Release file, not yet read.
+#[derive(Debug, Clone)]
+pub struct PreparedDeb {
+    /// Base URL.
+    pub base: String,
+    /// One per component.
+    pub indexes: Vec<DebIndex>,
+}
+
+/// One verified `Packages` file in the cache.
+#[derive(Debug, Clone)]
+pub struct DebIndex {
+    /// The cached file (`.xz`, `.gz` or plain).
+    pub path: PathBuf,
+    /// Its SHA-256 (hex), as the signed Release file lists it.
+    pub sha256: String,
+    /// The architecture read from it.
+    pub arch: String,
+    /// apt's pin priority of the repository.
+    pub pin: i32,
+    /// Where it came from, for messages.
+    pub url: String,
+}
+
+impl PreparedDeb {
+    /// Reads every `Packages` file (blocking: seconds for a full Debian index).
+    pub fn parse(self) -> crate::Result<Repository> {
+        let mut packages = Vec::new();
+        for index in self.indexes {
+            let parsed = crate::deb::index::read_packages(&index.path, &index.arch)?;
+            packages.extend(parsed.into_iter().map(|mut meta| {
+                meta.pin_priority = Some(index.pin);
+                meta
+            }));
+        }
+        Ok(Repository {
+            base: self.base,
+            packages,
+        })
+    }
+}
+
+/// Fetches and verifies the Release file of `s` (every time: it says what is current)
+/// and makes sure the `Packages` files it lists are in the cache, downloading those that
+/// are not.
+pub async fn prepare_deb(
+    s: &DebSource,
+    fetcher: &Fetcher,
+    cache: &Cache,
+) -> crate::Result<PreparedDeb> {
     use crate::deb::release::{Keyring, Release, verify_detached, verify_inrelease};
 
     let base = to_url(&s.uri);
@@ -238,7 +299,7 @@ async fn load_deb(s: &DebSource, fetcher: &Fetcher, cache: &Cache) -> crate::Res
     let release = Release::parse(&text, &release_url)?;
     release.check_valid_until(std::time::SystemTime::now())?;
 
-    let mut packages = Vec::new();
+    let mut indexes = Vec::new();
     for component in &s.components {
         let dir = format!("{component}/binary-{}", s.arch);
         let (name, file) = ["Packages.xz", "Packages.gz", "Packages"]
@@ -289,22 +350,15 @@ async fn load_deb(s: &DebSource, fetcher: &Fetcher, cache: &Cache) -> crate::Res
                 error,
             })?;
         }
-        let arch = s.arch.clone();
-        let parsed =
-            tokio::task::spawn_blocking(move || crate::deb::index::read_packages(&dest, &arch))
-                .await
-                .map_err(|e| Error::Invalid {
-                    url: url.clone(),
-                    message: e.to_string(),
-                })?
-                .map_err(crate::Error::from)?;
-        let pin = release.default_pin();
-        packages.extend(parsed.into_iter().map(|mut meta| {
-            meta.pin_priority = Some(pin);
-            meta
-        }));
+        indexes.push(DebIndex {
+            path: dest,
+            sha256,
+            arch: s.arch.clone(),
+            pin: release.default_pin(),
+            url,
+        });
     }
-    Ok(Repository { base, packages })
+    Ok(PreparedDeb { base, indexes })
 }
 
 /// The text of a clearsigned file without checking its signature (for sources the user
