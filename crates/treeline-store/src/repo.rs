@@ -363,6 +363,7 @@ impl Repo {
             staging,
             made_dirs: Default::default(),
             staged: Default::default(),
+            unnamed_ok: std::sync::atomic::AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
             _staging_handle: staging_handle,
             _lock: lock,
         })
@@ -428,6 +429,9 @@ impl Repo {
     fn move_staged_objects(&self, staging: &Path, recover: bool) -> Result<usize> {
         let objects = self.path.join("objects");
         let mut staged = Vec::new();
+        let mut moved_dirs = 0;
+        // A dead writer's objects are flushed before any moves, as a commit does.
+        let mut synced = !(recover && self.fsync);
         for sub in fs::read_dir(staging).at(staging)? {
             let sub = sub.at(staging)?;
             if !sub.file_type().at(sub.path())?.is_dir() {
@@ -437,6 +441,8 @@ impl Repo {
                 continue;
             }
             let src_dir = sub.path();
+            let first = staged.len();
+            let mut holds_commit = false;
             for entry in fs::read_dir(&src_dir).at(&src_dir)? {
                 let entry = entry.at(&src_dir)?;
                 let fname = entry.file_name().to_string_lossy().into_owned();
@@ -455,13 +461,29 @@ impl Repo {
                     Some(ObjectType::CommitMeta) => 3,
                     _ => 4,
                 };
+                holds_commit |= rank == 4;
                 staged.push((rank, sub.file_name(), entry.path(), fname));
+            }
+            // A prefix objects/ lacks (a first pull into a new repository) moves in one
+            // rename, if it holds no commit (those move last, below).
+            if !holds_commit && staged.len() > first {
+                let dest = objects.join(sub.file_name());
+                if !synced {
+                    sys::syncfs(staging)?;
+                    synced = true;
+                }
+                if sys::rename_noreplace(&src_dir, &dest)? {
+                    staged.truncate(first);
+                    moved_dirs += 1;
+                    crate::fault::point("commit-during-rename");
+                }
             }
         }
         // Whatever references an object moves after it: content, then directories, then
-        // commits. A kill part-way leaves no commit in objects/ without its tree.
+        // commits (whole prefix directories moved above hold no commit). A kill part-way
+        // leaves no commit in objects/ without its tree.
         staged.sort_by_key(|s| s.0);
-        if recover && self.fsync && !staged.is_empty() {
+        if !synced && !staged.is_empty() {
             sys::syncfs(staging)?;
         }
         let mut created = std::collections::HashSet::new();
@@ -480,7 +502,7 @@ impl Repo {
                 crate::fault::point("commit-during-rename");
             }
         }
-        Ok(staged.len())
+        Ok(staged.len() + moved_dirs)
     }
 
     /// Every loose object in the repository.
@@ -669,6 +691,8 @@ pub struct Transaction<'r> {
     made_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// Objects staged by this transaction so far (saves a failed `statx` per lookup).
     staged: std::sync::Mutex<std::collections::HashSet<ObjectName>>,
+    /// Unnamed temporary files work here (cleared at the first failure to make one).
+    unnamed_ok: std::sync::atomic::AtomicBool,
     _staging_handle: File,
     _lock: RepoLock,
 }
@@ -742,12 +766,13 @@ impl<'r> Transaction<'r> {
             return Ok(());
         }
         let dest = self.staged_path(name)?;
-        let mut tmp = self.tempfile()?;
-        tmp.write_all(data).at(tmp.path())?;
-        tmp.as_file()
+        let mut tmp = self.object_tempfile()?;
+        let tmp_path = tmp.path(&self.staging);
+        tmp.file_mut().write_all(data).at(&tmp_path)?;
+        tmp.file()
             .set_permissions(fs::Permissions::from_mode(0o644))
-            .at(tmp.path())?;
-        persist(tmp, &dest)?;
+            .at(&tmp_path)?;
+        tmp.persist(&dest)?;
         self.mark_staged(name);
         Ok(())
     }
@@ -757,6 +782,27 @@ impl<'r> Transaction<'r> {
             .prefix(".tmp-")
             .tempfile_in(&self.staging)
             .at(&self.staging)
+    }
+
+    /// A new file for an object being written: unnamed (`O_TMPFILE`) where the system
+    /// allows naming it later through `/proc/self/fd`, so it costs no directory entry
+    /// until it is complete; a named temporary file otherwise.
+    fn object_tempfile(&self) -> Result<ObjectTemp> {
+        if self.unnamed_ok.load(std::sync::atomic::Ordering::Relaxed) {
+            match rustix::fs::open(
+                &self.staging,
+                rustix::fs::OFlags::TMPFILE
+                    | rustix::fs::OFlags::RDWR
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => return Ok(ObjectTemp::Unnamed(File::from(fd))),
+                Err(_) => self
+                    .unnamed_ok
+                    .store(false, std::sync::atomic::Ordering::Relaxed),
+            }
+        }
+        self.tempfile().map(ObjectTemp::Named)
     }
 
     /// Store a content object whose content comes from `content` (exactly `size` bytes
@@ -808,8 +854,13 @@ impl<'r> Transaction<'r> {
             return self.write_symlink(header);
         }
         let mut hasher = ContentHasher::new(header);
-        let mut tmp = self.tempfile()?;
-        let tmp_path = tmp.path().to_path_buf();
+        // Bare objects get their xattrs by path.
+        let mut tmp = if self.repo.mode == RepoMode::Bare {
+            ObjectTemp::Named(self.tempfile()?)
+        } else {
+            self.object_tempfile()?
+        };
+        let tmp_path = tmp.path(&self.staging);
         // Most objects are small: a buffer just larger than the content saves zeroing
         // 128 KiB per object (one byte more, so reading past the end is still seen).
         let buf_len =
@@ -838,7 +889,7 @@ impl<'r> Transaction<'r> {
         match self.repo.mode {
             RepoMode::Archive => {
                 let hb = header.to_archive_bytes(size);
-                let file = tmp.as_file_mut();
+                let file = tmp.file_mut();
                 file.write_all(&header_prefix(hb.len())).at(&tmp_path)?;
                 file.write_all(&hb).at(&tmp_path)?;
                 let mut enc = DeflateEncoder::new(
@@ -851,8 +902,8 @@ impl<'r> Transaction<'r> {
                     .at(&tmp_path)?;
             }
             mode => {
-                pump(tmp.as_file_mut())?;
-                let file = tmp.as_file();
+                pump(tmp.file_mut())?;
+                let file = tmp.file();
                 match mode {
                     RepoMode::Bare => {
                         rustix::fs::fchown(
@@ -891,7 +942,7 @@ impl<'r> Transaction<'r> {
         check_expected(&c, expected)?;
         let name = ObjectName::new(c, ObjectType::File);
         if !self.has_object(&name) {
-            persist(tmp, &self.staged_path(&name)?)?;
+            tmp.persist(&self.staged_path(&name)?)?;
             self.mark_staged(&name);
         }
         Ok(c)
@@ -1085,6 +1136,60 @@ fn read_filez_header(r: &mut impl Read, name: &ObjectName) -> Result<(FileHeader
     FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(name, e))
 }
 
+/// An object's file while it is written (see `Transaction::object_tempfile`).
+enum ObjectTemp {
+    /// `O_TMPFILE`: no name until [`ObjectTemp::persist`] links it.
+    Unnamed(File),
+    /// A named temporary file in the staging directory.
+    Named(tempfile::NamedTempFile),
+}
+
+impl ObjectTemp {
+    fn file(&self) -> &File {
+        match self {
+            ObjectTemp::Unnamed(f) => f,
+            ObjectTemp::Named(t) => t.as_file(),
+        }
+    }
+
+    fn file_mut(&mut self) -> &mut File {
+        match self {
+            ObjectTemp::Unnamed(f) => f,
+            ObjectTemp::Named(t) => t.as_file_mut(),
+        }
+    }
+
+    /// The path to name in errors (the staging directory for an unnamed file).
+    fn path(&self, staging: &Path) -> PathBuf {
+        match self {
+            ObjectTemp::Unnamed(_) => staging.to_path_buf(),
+            ObjectTemp::Named(t) => t.path().to_path_buf(),
+        }
+    }
+
+    /// Give the complete file the name `dest`. An object already there is the same
+    /// object (staged meanwhile by another thread), so that is not an error.
+    fn persist(self, dest: &Path) -> Result<()> {
+        match self {
+            ObjectTemp::Named(t) => persist(t, dest),
+            ObjectTemp::Unnamed(f) => {
+                use std::os::fd::AsRawFd;
+                let fd_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+                match rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    fd_path.as_str(),
+                    rustix::fs::CWD,
+                    dest,
+                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                ) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+                    Err(e) => Err(e).at(dest),
+                }
+            }
+        }
+    }
+}
+
 fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
     tmp.persist(dest).map_err(|e| Error::Io {
         path: dest.to_path_buf(),
@@ -1169,6 +1274,54 @@ mod tests {
         txn.commit().unwrap();
         assert!(repo.has_object(&ObjectName::new(b, ObjectType::Commit)));
         assert_eq!(tmp_state(&repo).0.len(), 1);
+    }
+
+    #[test]
+    fn prefixes_new_to_the_repository_move_whole_but_commits_move_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r"), RepoMode::BareUser).unwrap();
+        let txn = repo.begin().unwrap();
+        let meta = ObjectName::new(
+            txn.write_meta(ObjectType::DirMeta, b"meta").unwrap(),
+            ObjectType::DirMeta,
+        );
+        let mut commit_data = b"commit".to_vec();
+        // A commit in a prefix of its own.
+        let commit = loop {
+            let c = Checksum::of(&commit_data);
+            if c.to_hex()[..2] != meta.checksum.to_hex()[..2] {
+                break ObjectName::new(
+                    txn.write_meta(ObjectType::Commit, &commit_data).unwrap(),
+                    ObjectType::Commit,
+                );
+            }
+            commit_data.push(b'.');
+        };
+        let ino = |p: PathBuf| fs::metadata(p).unwrap().ino();
+        let prefix = |n: &ObjectName| n.checksum.to_hex()[..2].to_owned();
+        let meta_dir_ino = ino(txn.staging.join(prefix(&meta)));
+        let commit_dir_ino = ino(txn.staging.join(prefix(&commit)));
+        txn.commit().unwrap();
+        let objects = repo.path().join("objects");
+        assert_eq!(ino(objects.join(prefix(&meta))), meta_dir_ino);
+        assert_ne!(ino(objects.join(prefix(&commit))), commit_dir_ino);
+        assert!(repo.has_object(&meta) && repo.has_object(&commit));
+
+        // The reused staging dir lacks the moved prefix; the next object there still
+        // lands beside the first.
+        let txn = repo.begin().unwrap();
+        let mut data = b"meta2".to_vec();
+        let other = loop {
+            if Checksum::of(&data).to_hex()[..2] == prefix(&meta) {
+                break ObjectName::new(
+                    txn.write_meta(ObjectType::DirMeta, &data).unwrap(),
+                    ObjectType::DirMeta,
+                );
+            }
+            data.push(b'.');
+        };
+        txn.commit().unwrap();
+        assert!(repo.has_object(&other) && repo.has_object(&meta));
     }
 
     #[test]
