@@ -155,6 +155,23 @@ fn files_of_object(repo: &Path, checksum: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Every file (not directory) anywhere below `dir`.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
 /// Whether an error message names the object `checksum`: by checksum or by its
 /// `objects/XX/REST` path (in a URL).
 fn names_object(err: &str, checksum: &str) -> bool {
@@ -1012,7 +1029,8 @@ fn pull_aborted_before_commit_resumes_without_refetching() {
         assert_fsck(&c, &what);
         assert_ostree_fsck(&c, &what);
         assert_checkout_eq(&c, "origin:main", &tree, tmp.path(), &what);
-        // Nothing left behind in tmp/.
+        // Nothing left behind in tmp/: no staging dir, and the one committed transactions
+        // keep for reuse holds no file.
         let leftovers: Vec<_> = fs::read_dir(c.join("tmp"))
             .map(|d| d.map(|e| e.unwrap().file_name()).collect())
             .unwrap_or_default();
@@ -1022,6 +1040,15 @@ fn pull_aborted_before_commit_resumes_without_refetching() {
                 .all(|n| !n.to_string_lossy().starts_with("staging-")),
             "{what}: staging dirs left: {leftovers:?}"
         );
+        let idle: Vec<_> = leftovers
+            .iter()
+            .filter(|n| n.to_string_lossy().starts_with("idle-"))
+            .collect();
+        assert!(idle.len() <= 1, "{what}: idle staging dirs: {idle:?}");
+        for dir in idle {
+            let files = files_below(&c.join("tmp").join(dir));
+            assert!(files.is_empty(), "{what}: files left in tmp/: {files:?}");
+        }
     }
 }
 

@@ -337,42 +337,62 @@ impl Repo {
         let lock = RepoLock::acquire(&self.path.join(".lock"), LockKind::Shared)?;
         let tmp = self.path.join("tmp");
         fs::create_dir_all(&tmp).at(&tmp)?;
-        self.remove_stale_staging(&tmp)?;
-        // Lock the directory before it is visible under a `staging-` name, or another
-        // writer's sweep could take it for a dead one.
-        let fresh = tempfile::Builder::new()
-            .prefix(".new-")
-            .tempdir_in(&tmp)
-            .at(&tmp)?
-            .keep();
-        let staging_handle = File::open(&fresh).at(&fresh)?;
-        rustix::fs::flock(&staging_handle, rustix::fs::FlockOperation::LockExclusive).at(&fresh)?;
-        let name = fresh
-            .file_name()
-            .map(|n| n.to_string_lossy().replacen(".new-", "staging-", 1))
-            .unwrap_or_else(|| "staging-".into());
-        let staging = tmp.join(name);
-        fs::rename(&fresh, &staging).at(&staging)?;
+        let (staging_handle, staging) = match self.sweep_staging(&tmp)? {
+            Some(claimed) => claimed,
+            None => {
+                // Lock the directory before it is visible under a `staging-` name, or
+                // another writer's sweep could take it for a dead one.
+                let fresh = tempfile::Builder::new()
+                    .prefix(".new-")
+                    .tempdir_in(&tmp)
+                    .at(&tmp)?
+                    .keep();
+                let handle = File::open(&fresh).at(&fresh)?;
+                rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive).at(&fresh)?;
+                let name = fresh
+                    .file_name()
+                    .map(|n| n.to_string_lossy().replacen(".new-", STAGING_PREFIX, 1))
+                    .unwrap_or_else(|| STAGING_PREFIX.into());
+                let staging = tmp.join(name);
+                fs::rename(&fresh, &staging).at(&staging)?;
+                (handle, staging)
+            }
+        };
         Ok(Transaction {
             repo: self,
             staging,
             made_dirs: Default::default(),
+            staged: Default::default(),
+            unnamed_ok: std::sync::atomic::AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
             _staging_handle: staging_handle,
             _lock: lock,
         })
     }
 
-    /// Staging directories whose writer died are unlocked. Every object in them is
-    /// complete (objects are renamed into the staging directory only once whole and,
-    /// for pulls, verified), so they are flushed and moved into `objects/`: an
-    /// interrupted commit or pull resumes without writing or fetching them again.
-    fn remove_stale_staging(&self, tmp: &Path) -> Result<()> {
+    /// Go through the staging directories nobody holds: those of writers that died are
+    /// flushed and their objects moved into `objects/` (every object in them is complete:
+    /// objects are renamed into a staging directory only once whole and, for pulls,
+    /// verified), so an interrupted commit or pull resumes without writing or fetching
+    /// them again. One free directory (an idle one, left empty by a committed
+    /// transaction, or a recovered one) is returned locked and renamed to a `staging-`
+    /// name for this transaction to reuse; the others are deleted.
+    ///
+    /// Reuse is for speed, as in ostree: removing a directory frees its block, which on
+    /// a filesystem mounted with `discard` and without a journal waits for the device to
+    /// discard it (milliseconds each, and a staging directory has up to 256 prefix
+    /// subdirectories).
+    fn sweep_staging(&self, tmp: &Path) -> Result<Option<(File, PathBuf)>> {
+        let mut claimed: Option<(File, PathBuf)> = None;
         for entry in fs::read_dir(tmp).at(tmp)? {
             let entry = entry.at(tmp)?;
             let name = entry.file_name();
-            if !name.to_string_lossy().starts_with("staging-") {
+            let name = name.to_string_lossy();
+            let Some(suffix) = name
+                .strip_prefix(STAGING_PREFIX)
+                .or_else(|| name.strip_prefix(IDLE_PREFIX))
+            else {
                 continue;
-            }
+            };
             let path = entry.path();
             let Ok(handle) = File::open(&path) else {
                 continue;
@@ -382,37 +402,53 @@ impl Repo {
                 rustix::fs::FlockOperation::NonBlockingLockExclusive,
             )
             .is_ok();
-            if free {
-                tracing::debug!(
-                    "recovering objects from stale staging directory {}",
-                    path.display()
-                );
-                if self.fsync {
-                    sys::syncfs(&path)?;
-                }
-                self.move_staged_objects(&path)?;
-                fs::remove_dir_all(&path).at(&path)?;
+            // Locked, but the name may have been given to another directory meanwhile.
+            if !free || !same_file(&handle, &path) {
+                continue;
             }
+            tracing::debug!("recovering staging directory {}", path.display());
+            self.move_staged_objects(&path, true)?;
+            if claimed.is_some() {
+                fs::remove_dir_all(&path).at(&path)?;
+                continue;
+            }
+            let staging = tmp.join(format!("{STAGING_PREFIX}{suffix}"));
+            if staging != path {
+                fs::rename(&path, &staging).at(&staging)?;
+            }
+            claimed = Some((handle, staging));
         }
-        Ok(())
+        Ok(claimed)
     }
 
     /// Move every complete object of a staging directory into `objects/` (never
-    /// replacing an existing object; detached metadata replaces). Temporary files are
-    /// left for the caller to delete with the directory.
-    fn move_staged_objects(&self, staging: &Path) -> Result<usize> {
+    /// replacing an existing object; detached metadata replaces) and delete its
+    /// temporary files, leaving only its (empty) prefix subdirectories. With `recover`
+    /// (a directory whose writer died) the filesystem is flushed first if there is
+    /// anything to move, as a commit does.
+    fn move_staged_objects(&self, staging: &Path, recover: bool) -> Result<usize> {
         let objects = self.path.join("objects");
         let mut staged = Vec::new();
+        let mut moved_dirs = 0;
+        // A dead writer's objects are flushed before any moves, as a commit does.
+        let mut synced = !(recover && self.fsync);
         for sub in fs::read_dir(staging).at(staging)? {
             let sub = sub.at(staging)?;
             if !sub.file_type().at(sub.path())?.is_dir() {
+                // Temporary files only: objects are staged in prefix subdirectories.
+                let path = sub.path();
+                fs::remove_file(&path).at(&path)?;
                 continue;
             }
             let src_dir = sub.path();
+            let first = staged.len();
+            let mut holds_commit = false;
             for entry in fs::read_dir(&src_dir).at(&src_dir)? {
                 let entry = entry.at(&src_dir)?;
                 let fname = entry.file_name().to_string_lossy().into_owned();
                 if fname.starts_with(".tmp-") {
+                    let path = entry.path();
+                    fs::remove_file(&path).at(&path)?;
                     continue;
                 }
                 let rank = match fname
@@ -425,12 +461,31 @@ impl Repo {
                     Some(ObjectType::CommitMeta) => 3,
                     _ => 4,
                 };
+                holds_commit |= rank == 4;
                 staged.push((rank, sub.file_name(), entry.path(), fname));
+            }
+            // A prefix objects/ lacks (a first pull into a new repository) moves in one
+            // rename, if it holds no commit (those move last, below).
+            if !holds_commit && staged.len() > first {
+                let dest = objects.join(sub.file_name());
+                if !synced {
+                    sys::syncfs(staging)?;
+                    synced = true;
+                }
+                if sys::rename_noreplace(&src_dir, &dest)? {
+                    staged.truncate(first);
+                    moved_dirs += 1;
+                    crate::fault::point("commit-during-rename");
+                }
             }
         }
         // Whatever references an object moves after it: content, then directories, then
-        // commits. A kill part-way leaves no commit in objects/ without its tree.
+        // commits (whole prefix directories moved above hold no commit). A kill part-way
+        // leaves no commit in objects/ without its tree.
         staged.sort_by_key(|s| s.0);
+        if !synced && !staged.is_empty() {
+            sys::syncfs(staging)?;
+        }
         let mut created = std::collections::HashSet::new();
         for (i, (_, prefix, src, fname)) in staged.iter().enumerate() {
             let dest_dir = objects.join(prefix);
@@ -447,7 +502,7 @@ impl Repo {
                 crate::fault::point("commit-during-rename");
             }
         }
-        Ok(staged.len())
+        Ok(staged.len() + moved_dirs)
     }
 
     /// Every loose object in the repository.
@@ -523,6 +578,20 @@ fn path_to_string(p: &Path, at: &Path) -> Result<String> {
             context: at.display().to_string(),
             reason: "not valid UTF-8",
         })
+}
+
+/// Prefix of a transaction's staging directory under `tmp/` (live, or left by a writer
+/// that died).
+const STAGING_PREFIX: &str = "staging-";
+/// Prefix of an empty staging directory kept for reuse by a committed transaction.
+const IDLE_PREFIX: &str = "idle-";
+
+/// Whether `path` still names the file `handle` has open.
+fn same_file(handle: &File, path: &Path) -> bool {
+    match (handle.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn loose_relpath(mode: RepoMode, name: &ObjectName) -> PathBuf {
@@ -620,6 +689,10 @@ pub struct Transaction<'r> {
     staging: PathBuf,
     /// Staging subdirectories made so far (one `mkdir` each, not one per object).
     made_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Objects staged by this transaction so far (saves a failed `statx` per lookup).
+    staged: std::sync::Mutex<std::collections::HashSet<ObjectName>>,
+    /// Unnamed temporary files work here (cleared at the first failure to make one).
+    unnamed_ok: std::sync::atomic::AtomicBool,
     _staging_handle: File,
     _lock: RepoLock,
 }
@@ -655,8 +728,15 @@ impl<'r> Transaction<'r> {
 
     /// Whether the object is stored or staged.
     pub fn has_object(&self, name: &ObjectName) -> bool {
-        self.repo.has_object(name)
-            || fs::symlink_metadata(self.staging.join(loose_relpath(self.repo.mode, name))).is_ok()
+        self.staged.lock().is_ok_and(|s| s.contains(name)) || self.repo.has_object(name)
+    }
+
+    /// Record an object renamed into the staging directory (which starts empty: see
+    /// `Repo::sweep_staging`).
+    fn mark_staged(&self, name: &ObjectName) {
+        if let Ok(mut s) = self.staged.lock() {
+            s.insert(*name);
+        }
     }
 
     fn staged_path(&self, name: &ObjectName) -> Result<PathBuf> {
@@ -686,12 +766,15 @@ impl<'r> Transaction<'r> {
             return Ok(());
         }
         let dest = self.staged_path(name)?;
-        let mut tmp = self.tempfile()?;
-        tmp.write_all(data).at(tmp.path())?;
-        tmp.as_file()
+        let mut tmp = self.object_tempfile()?;
+        let tmp_path = tmp.path(&self.staging);
+        tmp.file_mut().write_all(data).at(&tmp_path)?;
+        tmp.file()
             .set_permissions(fs::Permissions::from_mode(0o644))
-            .at(tmp.path())?;
-        persist(tmp, &dest)
+            .at(&tmp_path)?;
+        tmp.persist(&dest)?;
+        self.mark_staged(name);
+        Ok(())
     }
 
     fn tempfile(&self) -> Result<tempfile::NamedTempFile> {
@@ -699,6 +782,27 @@ impl<'r> Transaction<'r> {
             .prefix(".tmp-")
             .tempfile_in(&self.staging)
             .at(&self.staging)
+    }
+
+    /// A new file for an object being written: unnamed (`O_TMPFILE`) where the system
+    /// allows naming it later through `/proc/self/fd`, so it costs no directory entry
+    /// until it is complete; a named temporary file otherwise.
+    fn object_tempfile(&self) -> Result<ObjectTemp> {
+        if self.unnamed_ok.load(std::sync::atomic::Ordering::Relaxed) {
+            match rustix::fs::open(
+                &self.staging,
+                rustix::fs::OFlags::TMPFILE
+                    | rustix::fs::OFlags::RDWR
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => return Ok(ObjectTemp::Unnamed(File::from(fd))),
+                Err(_) => self
+                    .unnamed_ok
+                    .store(false, std::sync::atomic::Ordering::Relaxed),
+            }
+        }
+        self.tempfile().map(ObjectTemp::Named)
     }
 
     /// Store a content object whose content comes from `content` (exactly `size` bytes
@@ -750,8 +854,13 @@ impl<'r> Transaction<'r> {
             return self.write_symlink(header);
         }
         let mut hasher = ContentHasher::new(header);
-        let mut tmp = self.tempfile()?;
-        let tmp_path = tmp.path().to_path_buf();
+        // Bare objects get their xattrs by path.
+        let mut tmp = if self.repo.mode == RepoMode::Bare {
+            ObjectTemp::Named(self.tempfile()?)
+        } else {
+            self.object_tempfile()?
+        };
+        let tmp_path = tmp.path(&self.staging);
         // Most objects are small: a buffer just larger than the content saves zeroing
         // 128 KiB per object (one byte more, so reading past the end is still seen).
         let buf_len =
@@ -780,7 +889,7 @@ impl<'r> Transaction<'r> {
         match self.repo.mode {
             RepoMode::Archive => {
                 let hb = header.to_archive_bytes(size);
-                let file = tmp.as_file_mut();
+                let file = tmp.file_mut();
                 file.write_all(&header_prefix(hb.len())).at(&tmp_path)?;
                 file.write_all(&hb).at(&tmp_path)?;
                 let mut enc = DeflateEncoder::new(
@@ -793,8 +902,8 @@ impl<'r> Transaction<'r> {
                     .at(&tmp_path)?;
             }
             mode => {
-                pump(tmp.as_file_mut())?;
-                let file = tmp.as_file();
+                pump(tmp.file_mut())?;
+                let file = tmp.file();
                 match mode {
                     RepoMode::Bare => {
                         rustix::fs::fchown(
@@ -833,7 +942,8 @@ impl<'r> Transaction<'r> {
         check_expected(&c, expected)?;
         let name = ObjectName::new(c, ObjectType::File);
         if !self.has_object(&name) {
-            persist(tmp, &self.staged_path(&name)?)?;
+            tmp.persist(&self.staged_path(&name)?)?;
+            self.mark_staged(&name);
         }
         Ok(c)
     }
@@ -881,6 +991,7 @@ impl<'r> Transaction<'r> {
                 if !self.has_object(&name) {
                     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).at(path)?;
                     fs::rename(path, self.staged_path(&name)?).at(path)?;
+                    self.mark_staged(&name);
                     return Ok(false);
                 }
                 Ok(true)
@@ -960,6 +1071,7 @@ impl<'r> Transaction<'r> {
                 fs::rename(&tmp_path, &dest).at(&dest)?;
             }
         }
+        self.mark_staged(&name);
         Ok(c)
     }
 
@@ -969,11 +1081,19 @@ impl<'r> Transaction<'r> {
         if self.repo.fsync {
             sys::syncfs(&self.staging)?;
         }
-        self.repo.move_staged_objects(&self.staging)?;
+        self.repo.move_staged_objects(&self.staging, false)?;
         if self.repo.fsync {
             sys::syncfs(&self.repo.path.join("objects"))?;
         }
-        fs::remove_dir_all(&self.staging).at(&self.staging)?;
+        // Left empty for the next transaction to reuse (see `Repo::sweep_staging`),
+        // under a name that says it holds nothing; the lock goes with the handle.
+        let idle = self.staging.with_file_name(
+            self.staging
+                .file_name()
+                .map(|n| n.to_string_lossy().replacen(STAGING_PREFIX, IDLE_PREFIX, 1))
+                .unwrap_or_else(|| IDLE_PREFIX.into()),
+        );
+        fs::rename(&self.staging, &idle).at(&idle)?;
         Ok(())
     }
 }
@@ -1016,6 +1136,60 @@ fn read_filez_header(r: &mut impl Read, name: &ObjectName) -> Result<(FileHeader
     FileHeader::from_archive_bytes(&hbytes).map_err(|e| invalid(name, e))
 }
 
+/// An object's file while it is written (see `Transaction::object_tempfile`).
+enum ObjectTemp {
+    /// `O_TMPFILE`: no name until [`ObjectTemp::persist`] links it.
+    Unnamed(File),
+    /// A named temporary file in the staging directory.
+    Named(tempfile::NamedTempFile),
+}
+
+impl ObjectTemp {
+    fn file(&self) -> &File {
+        match self {
+            ObjectTemp::Unnamed(f) => f,
+            ObjectTemp::Named(t) => t.as_file(),
+        }
+    }
+
+    fn file_mut(&mut self) -> &mut File {
+        match self {
+            ObjectTemp::Unnamed(f) => f,
+            ObjectTemp::Named(t) => t.as_file_mut(),
+        }
+    }
+
+    /// The path to name in errors (the staging directory for an unnamed file).
+    fn path(&self, staging: &Path) -> PathBuf {
+        match self {
+            ObjectTemp::Unnamed(_) => staging.to_path_buf(),
+            ObjectTemp::Named(t) => t.path().to_path_buf(),
+        }
+    }
+
+    /// Give the complete file the name `dest`. An object already there is the same
+    /// object (staged meanwhile by another thread), so that is not an error.
+    fn persist(self, dest: &Path) -> Result<()> {
+        match self {
+            ObjectTemp::Named(t) => persist(t, dest),
+            ObjectTemp::Unnamed(f) => {
+                use std::os::fd::AsRawFd;
+                let fd_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+                match rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    fd_path.as_str(),
+                    rustix::fs::CWD,
+                    dest,
+                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                ) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+                    Err(e) => Err(e).at(dest),
+                }
+            }
+        }
+    }
+}
+
 fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
     tmp.persist(dest).map_err(|e| Error::Io {
         path: dest.to_path_buf(),
@@ -1045,6 +1219,135 @@ mod tests {
         txn.commit().unwrap();
         let path = repo.object_path(&ObjectName::new(c, ObjectType::File));
         (fs::read(path).unwrap(), c)
+    }
+
+    /// The entries of the repository's `tmp/` and every file below them.
+    fn tmp_state(repo: &Repo) -> (Vec<String>, Vec<PathBuf>) {
+        let tmp = repo.path().join("tmp");
+        let mut names: Vec<String> = fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut files = Vec::new();
+        let mut stack = vec![tmp];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files.push(e.path());
+                }
+            }
+        }
+        (names, files)
+    }
+
+    #[test]
+    fn committed_staging_dir_is_left_empty_and_reused_by_the_next_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r"), RepoMode::BareUser).unwrap();
+        let txn = repo.begin().unwrap();
+        let a = txn.write_meta(ObjectType::Commit, b"first").unwrap();
+        fs::write(txn.temp_path("leftover"), vec![1u8; 10_000]).unwrap();
+        let staging_ino = fs::metadata(&txn.staging).unwrap().ino();
+        txn.commit().unwrap();
+        assert!(repo.has_object(&ObjectName::new(a, ObjectType::Commit)));
+        let (names, files) = tmp_state(&repo);
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].starts_with(IDLE_PREFIX), "{names:?}");
+        assert!(files.is_empty(), "{files:?}");
+
+        let txn = repo.begin().unwrap();
+        assert_eq!(fs::metadata(&txn.staging).unwrap().ino(), staging_ino);
+        let name = txn
+            .staging
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with(STAGING_PREFIX), "{name}");
+        assert!(txn.has_object(&ObjectName::new(a, ObjectType::Commit)));
+        let b = txn.write_meta(ObjectType::Commit, b"second").unwrap();
+        assert!(txn.has_object(&ObjectName::new(b, ObjectType::Commit)));
+        txn.commit().unwrap();
+        assert!(repo.has_object(&ObjectName::new(b, ObjectType::Commit)));
+        assert_eq!(tmp_state(&repo).0.len(), 1);
+    }
+
+    #[test]
+    fn prefixes_new_to_the_repository_move_whole_but_commits_move_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r"), RepoMode::BareUser).unwrap();
+        let txn = repo.begin().unwrap();
+        let meta = ObjectName::new(
+            txn.write_meta(ObjectType::DirMeta, b"meta").unwrap(),
+            ObjectType::DirMeta,
+        );
+        let mut commit_data = b"commit".to_vec();
+        // A commit in a prefix of its own.
+        let commit = loop {
+            let c = Checksum::of(&commit_data);
+            if c.to_hex()[..2] != meta.checksum.to_hex()[..2] {
+                break ObjectName::new(
+                    txn.write_meta(ObjectType::Commit, &commit_data).unwrap(),
+                    ObjectType::Commit,
+                );
+            }
+            commit_data.push(b'.');
+        };
+        let ino = |p: PathBuf| fs::metadata(p).unwrap().ino();
+        let prefix = |n: &ObjectName| n.checksum.to_hex()[..2].to_owned();
+        let meta_dir_ino = ino(txn.staging.join(prefix(&meta)));
+        let commit_dir_ino = ino(txn.staging.join(prefix(&commit)));
+        txn.commit().unwrap();
+        let objects = repo.path().join("objects");
+        assert_eq!(ino(objects.join(prefix(&meta))), meta_dir_ino);
+        assert_ne!(ino(objects.join(prefix(&commit))), commit_dir_ino);
+        assert!(repo.has_object(&meta) && repo.has_object(&commit));
+
+        // The reused staging dir lacks the moved prefix; the next object there still
+        // lands beside the first.
+        let txn = repo.begin().unwrap();
+        let mut data = b"meta2".to_vec();
+        let other = loop {
+            if Checksum::of(&data).to_hex()[..2] == prefix(&meta) {
+                break ObjectName::new(
+                    txn.write_meta(ObjectType::DirMeta, &data).unwrap(),
+                    ObjectType::DirMeta,
+                );
+            }
+            data.push(b'.');
+        };
+        txn.commit().unwrap();
+        assert!(repo.has_object(&other) && repo.has_object(&meta));
+    }
+
+    #[test]
+    fn objects_of_a_dead_transaction_are_recovered_and_its_dir_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r"), RepoMode::Archive).unwrap();
+        // Two writers die (their locks go with their handles) with objects staged.
+        let dead1 = repo.begin().unwrap();
+        let dead2 = repo.begin().unwrap();
+        let a = dead1.write_meta(ObjectType::DirMeta, b"one").unwrap();
+        let b = dead2.write_meta(ObjectType::DirMeta, b"two").unwrap();
+        fs::write(dead1.temp_path("partial"), b"half an object").unwrap();
+        drop((dead1, dead2));
+        let (names, _) = tmp_state(&repo);
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(!repo.has_object(&ObjectName::new(a, ObjectType::DirMeta)));
+
+        let txn = repo.begin().unwrap();
+        for c in [a, b] {
+            assert!(repo.has_object(&ObjectName::new(c, ObjectType::DirMeta)));
+        }
+        // One dir is reused, empty; the other is gone.
+        let (names, files) = tmp_state(&repo);
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(files.is_empty(), "{files:?}");
+        txn.commit().unwrap();
     }
 
     #[test]
