@@ -1061,14 +1061,22 @@ impl<'r> Transaction<'r> {
                 persist(tmp, &dest)?;
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
-                let tmp_path = self.staging.join(format!(".tmp-link-{}", c.to_hex()));
-                let _ = fs::remove_file(&tmp_path);
-                std::os::unix::fs::symlink(&header.symlink_target, &tmp_path).at(&tmp_path)?;
+                // A fresh name each time: other threads may be writing the same
+                // symlink object at once (many identical links in one tree).
+                let tmp = tempfile::Builder::new()
+                    .prefix(".tmp-link-")
+                    .make_in(&self.staging, |p| {
+                        std::os::unix::fs::symlink(&header.symlink_target, p)
+                    })
+                    .at(&self.staging)?;
                 if self.repo.mode == RepoMode::Bare {
-                    sys::lchown(&tmp_path, header.uid, header.gid)?;
-                    sys::set_xattrs(&tmp_path, &header.xattrs)?;
+                    sys::lchown(tmp.path(), header.uid, header.gid)?;
+                    sys::set_xattrs(tmp.path(), &header.xattrs)?;
                 }
-                fs::rename(&tmp_path, &dest).at(&dest)?;
+                tmp.into_temp_path().persist(&dest).map_err(|e| Error::Io {
+                    path: dest.clone(),
+                    error: e.error,
+                })?;
             }
         }
         self.mark_staged(&name);
@@ -1384,5 +1392,41 @@ mod tests {
         assert!(!path.exists());
         txn.commit().unwrap();
         assert!(archive.has_object(&name));
+    }
+
+    #[test]
+    fn same_symlink_written_by_many_threads_at_once_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [RepoMode::Bare, RepoMode::BareUserOnly] {
+            let repo = Repo::init(&dir.path().join(format!("{mode:?}")), mode).unwrap();
+            let header = FileHeader {
+                uid: 0,
+                gid: 0,
+                mode: 0o120777,
+                symlink_target: "/bin/busybox".into(),
+                xattrs: Vec::new(),
+            };
+            let txn = repo.begin().unwrap();
+            let sums: Vec<Checksum> = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            (0..200)
+                                .map(|_| {
+                                    txn.write_content(&header, 0, &mut std::io::empty(), "test")
+                                        .unwrap()
+                                })
+                                .last()
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            assert!(sums.windows(2).all(|w| w[0] == w[1]), "{sums:?}");
+            txn.commit().unwrap();
+            let path = repo.object_path(&ObjectName::new(sums[0], ObjectType::File));
+            assert_eq!(fs::read_link(path).unwrap(), Path::new("/bin/busybox"));
+        }
     }
 }
