@@ -186,8 +186,14 @@ pub fn pull(
         writer_error,
         stored,
         deltas_used,
+        spare_files,
         ..
     } = ctx;
+    // Deleted before the commit's flush, which would otherwise write their last
+    // contents to disk for nothing.
+    for path in spare_files.into_inner().unwrap_or_default() {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(e) = writer_error.into_inner().map_err(|_| poisoned())? {
         return Err(e);
     }

@@ -49,9 +49,6 @@ pub struct CheckoutOptions {
     pub early_writeback: bool,
 }
 
-/// Copies at least this big get their writeback started early (`early_writeback`).
-const EARLY_WRITEBACK_MIN: u64 = 256 << 10;
-
 enum Item {
     Dir(PathBuf, Checksum),
     File(PathBuf, Checksum),
@@ -407,10 +404,8 @@ fn copy_out(
         let mut f = File::create_new(&target).at(&target)?;
         let n = std::io::copy(&mut content, &mut f).at(&target)?;
         f.flush().at(&target)?;
-        if opts.early_writeback && n >= EARLY_WRITEBACK_MIN {
-            // On Linux, DONTNEED on dirty pages begins their writeback without waiting.
-            // Only a hint: its failure changes nothing.
-            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+        if opts.early_writeback {
+            crate::sys::start_writeback(&f, n);
         }
         let mut mode = header.mode & 0o7777;
         if opts.user_mode {

@@ -935,6 +935,10 @@ impl<'r> Transaction<'r> {
                 sys::zero_times_fd(file, &tmp_path)?;
             }
         }
+        if self.repo.fsync {
+            // The commit flushes every staged object: start the big ones now.
+            sys::start_writeback(tmp.file(), copied);
+        }
         if copied != size {
             return Err(short(copied));
         }

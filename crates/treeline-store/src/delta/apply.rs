@@ -141,8 +141,9 @@ fn apply_superblock<R: Read>(
         commit_written: false,
         missing_fallbacks: Vec::new(),
     };
-    let mut store = TxnStore { txn };
+    let store = TxnStore { txn };
     let scratch_dir = store.scratch_dir();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     for (i, header) in sb.parts.iter().enumerate() {
         let label = part_label(i);
         let bad = |reason: String| Error::InvalidObject {
@@ -189,8 +190,15 @@ fn apply_superblock<R: Read>(
             len: payload.end - payload.start,
             label: &label,
         };
-        report.objects_written +=
-            execute_part(&tables, &ops, &payload, &header.objects, &mut store, &label)?;
+        report.objects_written += execute_part(
+            &tables,
+            &ops,
+            &payload,
+            &header.objects,
+            &store,
+            &label,
+            threads,
+        )?;
         report.parts_applied += 1;
     }
     report.missing_fallbacks = sb
@@ -236,7 +244,7 @@ fn unpack_part(
     };
     let mut len = 0u64;
     let decoded: std::result::Result<(), String> = (|| {
-        let mut variant = part_reader(&mut hashing)?;
+        let mut variant = part_reader(&mut hashing, expected.is_some())?;
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = match variant.read(&mut buf) {
@@ -320,7 +328,7 @@ fn read_part_frame(
 }
 
 /// Random access to a part's payload.
-pub(crate) trait Payload {
+pub(crate) trait Payload: Sync {
     /// Its length.
     fn len(&self) -> u64;
     /// Fill `buf` with the bytes at `offset` (the caller checked the range).
@@ -410,22 +418,22 @@ impl Source {
 }
 
 /// Where executed parts put objects and find read sources.
-pub(crate) trait ObjectStore {
+pub(crate) trait ObjectStore: Sync {
     /// Whether the object is already stored (then it is not written again).
     fn has_object(&self, name: &ObjectName) -> bool;
     /// Store a metadata object already verified against its name.
-    fn store_meta(&mut self, name: &ObjectName, data: &[u8]) -> Result<()>;
+    fn store_meta(&self, name: &ObjectName, data: &[u8]) -> Result<()>;
     /// Store a content object, checking as it is copied that it hashes to `checksum`:
     /// nothing is stored otherwise, and the error names the object.
     fn store_file(
-        &mut self,
+        &self,
         checksum: &Checksum,
         header: &FileHeader,
         size: u64,
         content: &mut dyn Read,
     ) -> Result<()>;
     /// The content of an existing regular-file object, for `w` and `B`.
-    fn read_source(&mut self, checksum: &Checksum) -> Result<Source>;
+    fn read_source(&self, checksum: &Checksum) -> Result<Source>;
     /// Where files being assembled spill to once they outgrow memory.
     fn scratch_dir(&self) -> PathBuf {
         std::env::temp_dir()
@@ -441,12 +449,12 @@ impl ObjectStore for TxnStore<'_, '_> {
         self.txn.has_object(name)
     }
 
-    fn store_meta(&mut self, name: &ObjectName, data: &[u8]) -> Result<()> {
+    fn store_meta(&self, name: &ObjectName, data: &[u8]) -> Result<()> {
         self.txn.write_meta_as(name, data)
     }
 
     fn store_file(
-        &mut self,
+        &self,
         checksum: &Checksum,
         header: &FileHeader,
         size: u64,
@@ -456,7 +464,7 @@ impl ObjectStore for TxnStore<'_, '_> {
             .write_content_expecting(header, size, content, checksum)
     }
 
-    fn read_source(&mut self, checksum: &Checksum) -> Result<Source> {
+    fn read_source(&self, checksum: &Checksum) -> Result<Source> {
         let name = ObjectName::new(*checksum, ObjectType::File);
         let (header, content, size) = self.txn.repo().open_file(checksum)?;
         match content {
@@ -536,7 +544,7 @@ impl OpenFile {
         Ok(())
     }
 
-    fn finish(mut self, store: &mut dyn ObjectStore, label: &str) -> Result<()> {
+    fn finish(mut self, store: &dyn ObjectStore, label: &str) -> Result<()> {
         if self.written != self.size {
             return Err(Error::InvalidObject {
                 object: label.to_owned(),
@@ -577,26 +585,135 @@ fn payload_bytes(payload: &dyn Payload, offset: u64, size: u64) -> Result<Vec<u8
     Ok(v)
 }
 
-/// Run one part's operations over its payload. Returns how many objects were written.
+/// Run one part's operations over its payload, on up to `threads` threads. Returns how
+/// many objects were written.
+///
+/// The operations fall into runs that each make one object (a splice, or an open up to
+/// its close) and share nothing but the payload, so the runs are spread over the
+/// threads, unless a run reads an object that the part itself writes. Whatever the
+/// threads, the error reported is the one the first failing run gives, as when the runs
+/// are executed in order.
 pub(crate) fn execute_part(
     tables: &PartTables,
     ops: &[u8],
     payload: &dyn Payload,
     objects: &[ObjectName],
-    store: &mut dyn ObjectStore,
+    store: &dyn ObjectStore,
     label: &str,
+    threads: usize,
 ) -> Result<usize> {
     let bad = |reason: String| Error::InvalidObject {
         object: label.to_owned(),
         reason,
     };
     let ops = decode_ops(ops, objects).map_err(bad)?;
-    let mut index = 0usize;
+    let runs: Vec<&[Op]> = ops
+        .split_inclusive(|op| {
+            matches!(
+                op,
+                Op::SpliceMeta { .. } | Op::SpliceContent { .. } | Op::Close
+            )
+        })
+        .collect();
+    let finished = runs
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.last(),
+                Some(Op::SpliceMeta { .. } | Op::SpliceContent { .. } | Op::Close)
+            )
+        })
+        .count();
+    let threads = if threads > 1 && runs.len() > 1 && !reads_own_objects(&ops, payload, objects) {
+        threads.min(runs.len())
+    } else {
+        1
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    let failures: std::sync::Mutex<Vec<(usize, Error)>> = std::sync::Mutex::new(Vec::new());
+    let work = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut buf = vec![0u8; CHUNK];
+        // Every run below one that failed was taken before it, so it still finishes
+        // and the lowest failure is the one a run in order would have met first.
+        while failures.lock().map(|f| f.is_empty()).unwrap_or(false) {
+            let k = next.fetch_add(1, Relaxed);
+            let Some(run) = runs.get(k) else { break };
+            match execute_run(tables, run, k, payload, objects, store, label, &mut buf) {
+                Ok(n) => {
+                    written.fetch_add(n, Relaxed);
+                }
+                Err(e) => {
+                    if let Ok(mut f) = failures.lock() {
+                        f.push((k, e));
+                    }
+                }
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
+    });
+    let failures = failures
+        .into_inner()
+        .map_err(|_| bad("a thread applying it panicked".into()))?;
+    if let Some((_, e)) = failures.into_iter().min_by_key(|(k, _)| *k) {
+        return Err(e);
+    }
+    if finished != objects.len() {
+        return Err(bad(format!(
+            "the part lists {} objects but its operations write {finished}",
+            objects.len()
+        )));
+    }
+    Ok(written.into_inner())
+}
+
+/// Whether a read source of the part is an object the part writes itself (then its
+/// runs must go in order: a later run reads what an earlier one stored).
+fn reads_own_objects(ops: &[Op], payload: &dyn Payload, objects: &[ObjectName]) -> bool {
+    let own: std::collections::HashSet<&Checksum> = objects
+        .iter()
+        .filter(|o| o.objtype == ObjectType::File)
+        .map(|o| &o.checksum)
+        .collect();
+    ops.iter().any(|op| match op {
+        Op::SetReadSource { offset } => {
+            let mut c = [0u8; 32];
+            // An unreadable checksum fails in its run; in order is the safe answer.
+            payload_range(payload, *offset, 32).is_err()
+                || payload.read_at(*offset, &mut c).is_err()
+                || own.contains(&Checksum(c))
+        }
+        _ => false,
+    })
+}
+
+/// Run the operations that make object number `index` of the part (see
+/// [`execute_part`]). Returns how many objects were written (0 when it was present).
+#[allow(clippy::too_many_arguments)]
+fn execute_run(
+    tables: &PartTables,
+    ops: &[Op],
+    index: usize,
+    payload: &dyn Payload,
+    objects: &[ObjectName],
+    store: &dyn ObjectStore,
+    label: &str,
+    buf: &mut [u8],
+) -> Result<usize> {
+    let bad = |reason: String| Error::InvalidObject {
+        object: label.to_owned(),
+        reason,
+    };
     let mut written = 0usize;
     let mut open: Option<OpenFile> = None;
     // The read source and, once an operation needed it, its content.
     let mut source: Option<(Checksum, Option<Source>)> = None;
-    let mut buf = vec![0u8; CHUNK];
     let current = |index: usize| -> Result<ObjectName> {
         objects.get(index).copied().ok_or_else(|| {
             bad(format!(
@@ -605,7 +722,7 @@ pub(crate) fn execute_part(
             ))
         })
     };
-    for op in ops {
+    for op in ops.iter().copied() {
         match op {
             Op::SpliceMeta { size, offset } => {
                 if open.is_some() {
@@ -619,8 +736,6 @@ pub(crate) fn execute_part(
                     store.store_meta(&name, &data)?;
                     written += 1;
                 }
-                index += 1;
-                source = None;
             }
             Op::SpliceContent {
                 mode,
@@ -660,8 +775,6 @@ pub(crate) fn execute_part(
                     }
                     written += 1;
                 }
-                index += 1;
-                source = None;
             }
             Op::Open { mode, xattr, size } => {
                 if open.is_some() {
@@ -747,8 +860,6 @@ pub(crate) fn execute_part(
                     file.finish(store, label)?;
                     written += 1;
                 }
-                index += 1;
-                source = None;
             }
             Op::Bspatch { offset, size } => {
                 payload_range(payload, offset, size).map_err(bad)?;
@@ -789,12 +900,6 @@ pub(crate) fn execute_part(
     }
     if let Some(file) = open {
         return Err(bad(format!("operations end with {} still open", file.name)));
-    }
-    if index != objects.len() {
-        return Err(bad(format!(
-            "the part lists {} objects but its operations write {index}",
-            objects.len()
-        )));
     }
     Ok(written)
 }
@@ -880,6 +985,7 @@ fn bspatch(
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
+    use std::sync::Mutex;
 
     use super::*;
     use crate::delta::DeltaPart;
@@ -890,23 +996,29 @@ pub(crate) mod tests {
     /// Objects in memory, for running parts without a repository.
     #[derive(Default)]
     pub(crate) struct MemStore {
-        pub(crate) meta: HashMap<ObjectName, Vec<u8>>,
-        pub(crate) files: HashMap<Checksum, (FileHeader, Vec<u8>)>,
+        pub(crate) meta: Mutex<HashMap<ObjectName, Vec<u8>>>,
+        pub(crate) files: Mutex<HashMap<Checksum, (FileHeader, Vec<u8>)>>,
+    }
+
+    impl MemStore {
+        fn file(&self, c: &Checksum) -> Option<(FileHeader, Vec<u8>)> {
+            self.files.lock().unwrap().get(c).cloned()
+        }
     }
 
     impl ObjectStore for MemStore {
         fn has_object(&self, name: &ObjectName) -> bool {
             match name.objtype {
-                ObjectType::File => self.files.contains_key(&name.checksum),
-                _ => self.meta.contains_key(name),
+                ObjectType::File => self.files.lock().unwrap().contains_key(&name.checksum),
+                _ => self.meta.lock().unwrap().contains_key(name),
             }
         }
-        fn store_meta(&mut self, name: &ObjectName, data: &[u8]) -> Result<()> {
-            self.meta.insert(*name, data.to_vec());
+        fn store_meta(&self, name: &ObjectName, data: &[u8]) -> Result<()> {
+            self.meta.lock().unwrap().insert(*name, data.to_vec());
             Ok(())
         }
         fn store_file(
-            &mut self,
+            &self,
             checksum: &Checksum,
             header: &FileHeader,
             size: u64,
@@ -922,18 +1034,20 @@ pub(crate) mod tests {
                     actual: actual.to_hex(),
                 });
             }
-            self.files.insert(*checksum, (header.clone(), v));
+            self.files
+                .lock()
+                .unwrap()
+                .insert(*checksum, (header.clone(), v));
             Ok(())
         }
-        fn read_source(&mut self, checksum: &Checksum) -> Result<Source> {
-            let content = self
-                .files
-                .get(checksum)
-                .map(|f| f.1.clone())
-                .ok_or(Error::NotFound(ObjectName::new(
-                    *checksum,
-                    ObjectType::File,
-                )))?;
+        fn read_source(&self, checksum: &Checksum) -> Result<Source> {
+            let content =
+                self.file(checksum)
+                    .map(|f| f.1)
+                    .ok_or(Error::NotFound(ObjectName::new(
+                        *checksum,
+                        ObjectType::File,
+                    )))?;
             let size = content.len() as u64;
             Ok(Source::new(Box::new(std::io::Cursor::new(content)), size))
         }
@@ -943,14 +1057,32 @@ pub(crate) mod tests {
     fn execute_part(
         part: &DeltaPart,
         objects: &[ObjectName],
-        store: &mut dyn ObjectStore,
+        store: &dyn ObjectStore,
         label: &str,
+    ) -> Result<usize> {
+        execute_part_on(part, objects, store, label, 1)
+    }
+
+    fn execute_part_on(
+        part: &DeltaPart,
+        objects: &[ObjectName],
+        store: &dyn ObjectStore,
+        label: &str,
+        threads: usize,
     ) -> Result<usize> {
         let tables = PartTables {
             modes: part.modes.clone(),
             xattrs: part.xattrs.clone(),
         };
-        super::execute_part(&tables, &part.ops, &part.payload, objects, store, label)
+        super::execute_part(
+            &tables,
+            &part.ops,
+            &part.payload,
+            objects,
+            store,
+            label,
+            threads,
+        )
     }
 
     pub(crate) fn file_checksum(header: &FileHeader, content: &[u8]) -> Checksum {
@@ -1045,8 +1177,10 @@ pub(crate) mod tests {
     }
 
     fn store_with(old: &[u8]) -> MemStore {
-        let mut s = MemStore::default();
+        let s = MemStore::default();
         s.files
+            .lock()
+            .unwrap()
             .insert(file_checksum(&reg(0o644), old), (reg(0o644), old.to_vec()));
         s
     }
@@ -1058,17 +1192,17 @@ pub(crate) mod tests {
         new[100] = b'X';
         new.extend_from_slice(b"and more");
         let (part, objects) = sample(&old, &new);
-        let mut store = store_with(&old);
-        let n = execute_part(&part, &objects, &mut store, "part").unwrap();
+        let store = store_with(&old);
+        let n = execute_part(&part, &objects, &store, "part").unwrap();
         assert_eq!(n, 4);
-        assert_eq!(store.files[&objects[2].checksum].1, new);
-        assert_eq!(store.files[&objects[1].checksum].0.symlink_target, "target");
-        assert!(store.meta.contains_key(&objects[0]));
-        // Running it again writes nothing: everything is present.
+        assert_eq!(store.file(&objects[2].checksum).unwrap().1, new);
         assert_eq!(
-            execute_part(&part, &objects, &mut store, "part").unwrap(),
-            0
+            store.file(&objects[1].checksum).unwrap().0.symlink_target,
+            "target"
         );
+        assert!(store.meta.lock().unwrap().contains_key(&objects[0]));
+        // Running it again writes nothing: everything is present.
+        assert_eq!(execute_part(&part, &objects, &store, "part").unwrap(), 0);
     }
 
     #[test]
@@ -1078,10 +1212,10 @@ pub(crate) mod tests {
         let (part, mut objects) = sample(&old, &new);
         let wrong = Checksum([0xee; 32]);
         objects[2].checksum = wrong;
-        let mut store = store_with(&old);
-        let err = execute_part(&part, &objects, &mut store, "part").unwrap_err();
+        let store = store_with(&old);
+        let err = execute_part(&part, &objects, &store, "part").unwrap_err();
         assert!(err.to_string().contains(&wrong.to_hex()), "{err}");
-        assert!(!store.files.contains_key(&wrong));
+        assert!(store.file(&wrong).is_none());
     }
 
     #[test]
@@ -1090,34 +1224,146 @@ pub(crate) mod tests {
         let new = b"0123456789ABCDEF".repeat(8);
         let (part, objects) = sample(&old, &new);
         // Missing read source object.
-        let mut empty = MemStore::default();
-        assert!(execute_part(&part, &objects, &mut empty, "part").is_err());
+        let empty = MemStore::default();
+        assert!(execute_part(&part, &objects, &empty, "part").is_err());
         // Truncated operations and payload.
         for n in 0..part.ops.len() {
             let mut p = part.clone();
             p.ops.truncate(n);
-            assert!(execute_part(&p, &objects, &mut store_with(&old), "part").is_err());
+            assert!(execute_part(&p, &objects, &store_with(&old), "part").is_err());
         }
         let mut p = part.clone();
         p.payload.truncate(p.payload.len() / 2);
-        assert!(execute_part(&p, &objects, &mut store_with(&old), "part").is_err());
+        assert!(execute_part(&p, &objects, &store_with(&old), "part").is_err());
         // Every single-byte corruption of ops or payload fails cleanly or still verifies.
         for i in 0..part.ops.len() {
             let mut p = part.clone();
             p.ops[i] ^= 0x41;
-            let _ = execute_part(&p, &objects, &mut store_with(&old), "part");
+            let _ = execute_part(&p, &objects, &store_with(&old), "part");
         }
         // A payload flip either fails, or (in bytes a patch never uses) changes nothing:
         // whatever is stored still hashes to its name.
         for i in 0..part.payload.len() {
             let mut p = part.clone();
             p.payload[i] ^= 0x41;
-            let mut store = store_with(&old);
-            if execute_part(&p, &objects, &mut store, "part").is_ok() {
-                for (c, (h, content)) in &store.files {
+            let store = store_with(&old);
+            if execute_part(&p, &objects, &store, "part").is_ok() {
+                for (c, (h, content)) in store.files.lock().unwrap().iter() {
                     assert_eq!(file_checksum(h, content), *c, "flip at {i}");
                 }
             }
+        }
+    }
+
+    /// The sample's objects, then `n` plain files spliced from the payload.
+    fn many_files(n: usize, old: &[u8], new: &[u8]) -> (DeltaPart, Vec<ObjectName>) {
+        let (mut part, mut objects) = sample(old, new);
+        let mut ops = crate::delta::ops::decode_ops(&part.ops, &objects).unwrap();
+        for i in 0..n {
+            let content = format!("file number {i}\n").repeat(i + 1).into_bytes();
+            ops.push(Op::SpliceContent {
+                mode: 0,
+                xattr: 0,
+                size: content.len() as u64,
+                offset: part.payload.len() as u64,
+            });
+            part.payload.extend_from_slice(&content);
+            objects.push(ObjectName::new(
+                file_checksum(&reg(0o644), &content),
+                ObjectType::File,
+            ));
+        }
+        part.ops = encode_ops(&ops);
+        (part, objects)
+    }
+
+    #[test]
+    fn threads_write_what_one_thread_writes() {
+        let old = b"0123456789abcdef".repeat(8);
+        let new = b"0123456789ABCDEF".repeat(8);
+        let (part, objects) = many_files(40, &old, &new);
+        let one = store_with(&old);
+        assert_eq!(
+            execute_part_on(&part, &objects, &one, "part", 1).unwrap(),
+            44
+        );
+        let four = store_with(&old);
+        assert_eq!(
+            execute_part_on(&part, &objects, &four, "part", 4).unwrap(),
+            44
+        );
+        assert_eq!(*one.files.lock().unwrap(), *four.files.lock().unwrap());
+        assert_eq!(*one.meta.lock().unwrap(), *four.meta.lock().unwrap());
+    }
+
+    #[test]
+    fn with_threads_the_first_failing_object_is_the_one_named() {
+        let old = b"0123456789abcdef".repeat(8);
+        let new = b"0123456789ABCDEF".repeat(8);
+        let (part, mut objects) = many_files(40, &old, &new);
+        let (first, later) = (Checksum([0xe1; 32]), Checksum([0xe2; 32]));
+        objects[10].checksum = first;
+        objects[35].checksum = later;
+        for _ in 0..20 {
+            let err = execute_part_on(&part, &objects, &store_with(&old), "part", 4)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&first.to_hex()), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_part_reading_an_object_it_writes_runs_in_order() {
+        let mut part = DeltaPart {
+            modes: vec![(0, 0, S_IFREG | 0o644)],
+            xattrs: vec![vec![]],
+            ..Default::default()
+        };
+        let mut ops = Vec::new();
+        let mut objects = Vec::new();
+        // A big source, so that in parallel the runs reading it would start before it
+        // is stored.
+        let source = b"source bytes ".repeat(100_000);
+        ops.push(Op::SpliceContent {
+            mode: 0,
+            xattr: 0,
+            size: source.len() as u64,
+            offset: 0,
+        });
+        part.payload.extend_from_slice(&source);
+        objects.push(ObjectName::new(
+            file_checksum(&reg(0o644), &source),
+            ObjectType::File,
+        ));
+        for i in 0..30u64 {
+            ops.push(Op::SetReadSource {
+                offset: part.payload.len() as u64,
+            });
+            part.payload
+                .extend_from_slice(objects[0].checksum.as_bytes());
+            ops.push(Op::Open {
+                mode: 0,
+                xattr: 0,
+                size: 6 + i,
+            });
+            ops.push(Op::Write {
+                size: 6 + i,
+                offset: 0,
+            });
+            ops.push(Op::Close);
+            let idx = usize::try_from(6 + i).unwrap();
+            objects.push(ObjectName::new(
+                file_checksum(&reg(0o644), &source[..idx]),
+                ObjectType::File,
+            ));
+        }
+        part.ops = encode_ops(&ops);
+        for _ in 0..10 {
+            let store = MemStore::default();
+            assert_eq!(
+                execute_part_on(&part, &objects, &store, "part", 4).unwrap(),
+                31
+            );
         }
     }
 }

@@ -321,7 +321,7 @@ pub fn compress_part_xz(variant: &[u8], settings: XzSettings) -> std::io::Result
 /// memory.
 pub fn decompress_part(file: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
-    part_reader(file)?
+    part_reader(file, false)?
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| format!("xz: {e}"))?;
@@ -338,7 +338,12 @@ pub fn decompress_part(file: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> 
 /// memory whole. The xz decoder runs with a 100 MiB memory limit (ostree's parts need
 /// 33 MiB: a 32 MiB dictionary, of which only as much as the part's size is touched);
 /// read errors of the decoder mean a corrupt part. The caller bounds the output.
-pub fn part_reader<'a, R: Read + 'a>(mut file: R) -> Result<Box<dyn Read + 'a>, DecodeError> {
+/// `checksummed`: the caller checks the part file's SHA-256 before using what it read,
+/// so the xz stream's own CRC64 is not computed again.
+pub fn part_reader<'a, R: Read + 'a>(
+    mut file: R,
+    checksummed: bool,
+) -> Result<Box<dyn Read + 'a>, DecodeError> {
     let mut kind = [0u8; 1];
     loop {
         match file.read(&mut kind) {
@@ -351,8 +356,13 @@ pub fn part_reader<'a, R: Read + 'a>(mut file: R) -> Result<Box<dyn Read + 'a>, 
     match kind[0] {
         0 => Ok(Box::new(file)),
         b'x' => {
+            let flags = if checksummed {
+                liblzma::stream::IGNORE_CHECK
+            } else {
+                0
+            };
             let stream =
-                Stream::new_stream_decoder(XZ_MEMLIMIT, 0).map_err(|e| format!("xz: {e}"))?;
+                Stream::new_stream_decoder(XZ_MEMLIMIT, flags).map_err(|e| format!("xz: {e}"))?;
             Ok(Box::new(liblzma::read::XzDecoder::new_stream(file, stream)))
         }
         other => Err(format!("unknown part compression type {other:#04x}")),
