@@ -89,12 +89,7 @@ pub fn resolve(
 ) -> crate::Result<Resolved> {
     let family = sources.first().map(Source::family).unwrap_or(Family::Apk);
     let repos = rt.block_on(crate::source::load_all(&sources, fetcher, cache))?;
-    let mut bases = Vec::new();
-    let mut packages = Vec::new();
-    for repo in repos {
-        bases.extend(std::iter::repeat_n(repo.base.clone(), repo.packages.len()));
-        packages.extend(repo.packages);
-    }
+    let (bases, packages) = union_of(repos);
     let universe = Universe::new(family, packages);
     let solution = solve(&universe, request)?;
     Ok(Resolved {
@@ -104,6 +99,17 @@ pub fn resolve(
         universe,
         solution,
     })
+}
+
+/// Every repository's packages in one list, with the base URL of each.
+fn union_of(repos: Vec<crate::source::Repository>) -> (Vec<String>, Vec<PackageMeta>) {
+    let mut bases = Vec::new();
+    let mut packages = Vec::new();
+    for repo in repos {
+        bases.extend(std::iter::repeat_n(repo.base.clone(), repo.packages.len()));
+        packages.extend(repo.packages);
+    }
+    (bases, packages)
 }
 
 /// Where solutions are kept, under the cache root; the version changes whenever what a
@@ -171,13 +177,11 @@ pub fn resolve_cached(
             solution,
         });
     }
-    let mut bases = Vec::new();
-    let mut packages = Vec::new();
-    for p in prepared {
-        let repo = p.parse()?;
-        bases.extend(std::iter::repeat_n(repo.base.clone(), repo.packages.len()));
-        packages.extend(repo.packages);
-    }
+    let repos = prepared
+        .into_iter()
+        .map(crate::source::PreparedDeb::parse)
+        .collect::<crate::Result<Vec<_>>>()?;
+    let (bases, packages) = union_of(repos);
     let universe = Universe::new(Family::Deb, packages);
     let solution = solve(&universe, request)?;
     let cached = CachedSolution {

@@ -607,22 +607,16 @@ pub(crate) fn execute_part(
         reason,
     };
     let ops = decode_ops(ops, objects).map_err(bad)?;
-    let runs: Vec<&[Op]> = ops
-        .split_inclusive(|op| {
-            matches!(
-                op,
-                Op::SpliceMeta { .. } | Op::SpliceContent { .. } | Op::Close
-            )
-        })
-        .collect();
+    let ends_object = |op: &Op| {
+        matches!(
+            op,
+            Op::SpliceMeta { .. } | Op::SpliceContent { .. } | Op::Close
+        )
+    };
+    let runs: Vec<&[Op]> = ops.split_inclusive(ends_object).collect();
     let finished = runs
         .iter()
-        .filter(|r| {
-            matches!(
-                r.last(),
-                Some(Op::SpliceMeta { .. } | Op::SpliceContent { .. } | Op::Close)
-            )
-        })
+        .filter(|r| r.last().is_some_and(ends_object))
         .count();
     let threads = if threads > 1 && runs.len() > 1 && !reads_own_objects(&ops, payload, objects) {
         threads.min(runs.len())
