@@ -182,6 +182,7 @@ pub fn pull(
         }
         runtime.block_on(ctx.run(tx))
     })?;
+    tracing::debug!("pull: every object fetched and staged");
     let Ctx {
         writer_error,
         stored,
@@ -199,6 +200,7 @@ pub fn pull(
     }
     treeline_store::fault::point("pull-before-commit");
     txn.commit()?;
+    tracing::debug!("pull: transaction committed");
     let mut report = PullReport::default();
     for t in &targets {
         // The scan fetched everything missing below each target (or the commit had no
@@ -701,6 +703,7 @@ impl<'a> Ctx<'a> {
             }
         }
         self.progress.set_total(total);
+        tracing::debug!("pull: tree scan done, {total} content objects to fetch");
         Ok(())
     }
 
@@ -1208,11 +1211,12 @@ impl<'a> Ctx<'a> {
             })
     }
 
-    /// Walk a commit's tree level by level, fetching missing dirtrees and dirmetas in
-    /// parallel, and collect the content objects that are missing. Subdirectories equal
-    /// (same dirtree and dirmeta) to the same path in `base`, a complete local commit,
-    /// are complete too and not walked: after a delta, or for an update that changed a
-    /// few directories, only those are read.
+    /// Walk a commit's tree, fetching missing dirtrees and dirmetas (up to `max_parallel`
+    /// at once, each handled as soon as it arrives), and collect the content objects that
+    /// are missing. Subdirectories equal (same dirtree and dirmeta) to the same path in
+    /// `base`, a complete local commit, are complete too and not walked, and files the
+    /// base has in the same directory are not looked up: after a delta, or for an update
+    /// that changed a few directories, only what changed is read.
     async fn scan_tree(
         &self,
         commit: &Commit,
@@ -1228,63 +1232,70 @@ impl<'a> Ctx<'a> {
             Some(c) => Some(c.root_tree),
             None => None,
         };
-        // (dirtree, dirmeta, the dirtree at the same path in `base`)
-        let mut level = vec![(commit.root_tree, commit.root_meta, base_root)];
-        let mut seen_trees = HashSet::new();
-        while !level.is_empty() {
-            let mut base_of = std::collections::HashMap::new();
-            let fetches: Vec<ObjectName> = level
-                .iter()
-                .flat_map(|(t, m, b)| {
-                    if let Some(b) = b {
-                        base_of.insert(*t, *b);
-                    }
-                    [
-                        ObjectName::new(*t, ObjectType::DirTree),
-                        ObjectName::new(*m, ObjectType::DirMeta),
-                    ]
-                })
-                .filter(|n| seen_trees.insert(*n))
-                .collect();
-            let results: Vec<Result<(ObjectName, Option<Vec<u8>>)>> = stream::iter(fetches)
-                .map(|n| async move { self.ensure_meta(n).await.map(|b| (n, b)) })
-                .buffer_unordered(self.opts.max_parallel)
-                .collect()
-                .await;
-            let mut next = Vec::new();
-            for r in results {
-                let (name, bytes) = r?;
-                if name.objtype != ObjectType::DirTree {
-                    continue;
-                }
-                let tree = match bytes {
-                    Some(b) => DirTree::from_bytes(&b).map_err(|m| self.bad(&name, m))?,
-                    None => continue,
-                };
-                for (_, f) in &tree.files {
-                    let fname = ObjectName::new(*f, ObjectType::File);
-                    if queued.insert(fname) && !self.txn.has_object(&fname) {
-                        files(fname);
-                    }
-                }
-                // The base's subdirectories by name (a local, complete dirtree).
-                let base_dirs: std::collections::HashMap<String, (Checksum, Checksum)> =
-                    match base_of
-                        .get(&name.checksum)
-                        .map(|b| self.repo.load_dirtree(b))
-                    {
-                        Some(Ok(b)) => b.dirs.into_iter().map(|(n, t, m)| (n, (t, m))).collect(),
-                        _ => Default::default(),
-                    };
-                for (n, t, m) in &tree.dirs {
-                    match base_dirs.get(n) {
-                        Some(&(bt, bm)) if (bt, bm) == (*t, *m) => {}
-                        Some(&(bt, _)) => next.push((*t, *m, Some(bt))),
-                        None => next.push((*t, *m, None)),
-                    }
+        // Directory objects to read, each dirtree with the dirtree at its path in `base`.
+        let mut waiting = std::collections::VecDeque::new();
+        let mut seen = HashSet::new();
+        let mut want = |waiting: &mut std::collections::VecDeque<_>, tree, meta, base| {
+            for name in [
+                ObjectName::new(tree, ObjectType::DirTree),
+                ObjectName::new(meta, ObjectType::DirMeta),
+            ] {
+                if seen.insert(name) {
+                    waiting.push_back((name, base));
                 }
             }
-            level = next;
+        };
+        want(&mut waiting, commit.root_tree, commit.root_meta, base_root);
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < self.opts.max_parallel.max(1)
+                && let Some((name, base)) = waiting.pop_front()
+            {
+                in_flight.push(async move {
+                    self.ensure_meta(name)
+                        .await
+                        .map(|bytes| (name, base, bytes))
+                });
+            }
+            let Some(done) = in_flight.next().await else {
+                break;
+            };
+            let (name, base, bytes) = done?;
+            let Some(bytes) = bytes.filter(|_| name.objtype == ObjectType::DirTree) else {
+                continue;
+            };
+            let tree = DirTree::from_bytes(&bytes).map_err(|m| self.bad(&name, m))?;
+            // The base's dirtree at this path (local and complete).
+            let base_tree = base.and_then(|b| self.repo.load_dirtree(&b).ok());
+            let base_files: HashSet<&Checksum> = base_tree
+                .as_ref()
+                .map(|b| b.files.iter().map(|(_, c)| c).collect())
+                .unwrap_or_default();
+            for (_, f) in &tree.files {
+                if base_files.contains(f) {
+                    continue;
+                }
+                let fname = ObjectName::new(*f, ObjectType::File);
+                if queued.insert(fname) && !self.txn.has_object(&fname) {
+                    files(fname);
+                }
+            }
+            let base_dirs: std::collections::HashMap<&str, (&Checksum, &Checksum)> = base_tree
+                .as_ref()
+                .map(|b| {
+                    b.dirs
+                        .iter()
+                        .map(|(n, t, m)| (n.as_str(), (t, m)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (n, t, m) in &tree.dirs {
+                match base_dirs.get(n.as_str()) {
+                    Some(&(bt, bm)) if (bt, bm) == (t, m) => {}
+                    Some(&(bt, _)) => want(&mut waiting, *t, *m, Some(*bt)),
+                    None => want(&mut waiting, *t, *m, None),
+                }
+            }
         }
         Ok(())
     }

@@ -1092,10 +1092,13 @@ impl<'r> Transaction<'r> {
         crate::fault::point("commit-before-sync");
         if self.repo.fsync {
             sys::syncfs(&self.staging)?;
+            tracing::debug!("commit: staged objects flushed");
         }
-        self.repo.move_staged_objects(&self.staging, false)?;
+        let moved = self.repo.move_staged_objects(&self.staging, false)?;
+        tracing::debug!("commit: {moved} objects moved into objects/");
         if self.repo.fsync {
             sys::syncfs(&self.repo.path.join("objects"))?;
+            tracing::debug!("commit: renames flushed");
         }
         // Left empty for the next transaction to reuse (see `Repo::sweep_staging`),
         // under a name that says it holds nothing; the lock goes with the handle.
