@@ -1047,30 +1047,31 @@ impl<'r> Transaction<'r> {
         let dest = self.staged_path(&name)?;
         match self.repo.mode {
             RepoMode::Archive | RepoMode::BareUser => {
-                let mut tmp = self.tempfile()?;
-                let tmp_path = tmp.path().to_path_buf();
+                let mut tmp = self.object_tempfile()?;
+                let tmp_path = tmp.path(&self.staging);
+                let file = tmp.file_mut();
                 if self.repo.mode == RepoMode::Archive {
                     let hb = header.to_archive_bytes(0);
-                    tmp.write_all(&header_prefix(hb.len())).at(&tmp_path)?;
-                    tmp.write_all(&hb).at(&tmp_path)?;
+                    let mut bytes = header_prefix(hb.len()).to_vec();
+                    bytes.extend_from_slice(&hb);
+                    file.write_all(&bytes).at(&tmp_path)?;
                 } else {
-                    tmp.write_all(header.symlink_target.as_bytes())
-                        .at(&tmp_path)?;
-                    tmp.write_all(b"\0").at(&tmp_path)?;
+                    let mut bytes = header.symlink_target.as_bytes().to_vec();
+                    bytes.push(0);
+                    file.write_all(&bytes).at(&tmp_path)?;
                     sys::fset_xattr(
-                        tmp.as_file(),
+                        file,
                         &tmp_path,
                         BARE_USER_META_XATTR,
                         &header.to_bare_user_meta(),
                     )?;
                 }
-                tmp.as_file()
-                    .set_permissions(fs::Permissions::from_mode(0o644))
+                file.set_permissions(fs::Permissions::from_mode(0o644))
                     .at(&tmp_path)?;
                 if self.repo.mode == RepoMode::BareUser {
-                    sys::zero_times(&tmp_path)?;
+                    sys::zero_times_fd(file, &tmp_path)?;
                 }
-                persist(tmp, &dest)?;
+                tmp.persist(&dest)?;
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
                 // A fresh name each time: other threads may be writing the same
@@ -1195,20 +1196,7 @@ impl ObjectTemp {
     fn persist(self, dest: &Path) -> Result<()> {
         match self {
             ObjectTemp::Named(t) => persist(t, dest),
-            ObjectTemp::Unnamed(f) => {
-                use std::os::fd::AsRawFd;
-                let fd_path = format!("/proc/self/fd/{}", f.as_raw_fd());
-                match rustix::fs::linkat(
-                    rustix::fs::CWD,
-                    fd_path.as_str(),
-                    rustix::fs::CWD,
-                    dest,
-                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
-                ) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
-                    Err(e) => Err(e).at(dest),
-                }
-            }
+            ObjectTemp::Unnamed(f) => sys::link_unnamed(&f, dest).map(drop),
         }
     }
 }

@@ -163,6 +163,34 @@ pub fn start_writeback(file: &File, len: u64) {
     }
 }
 
+/// Give an unnamed file (`O_TMPFILE`) the name `dest`. Returns false if `dest` exists.
+/// Linking the descriptor itself is cheapest but needs privileges on most kernels; the
+/// `/proc/self/fd` path works for anyone, so it is the fallback, remembered once taken.
+pub fn link_unnamed(file: &File, dest: &Path) -> Result<bool> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    use rustix::io::Errno;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
+    let refused = |r: &rustix::io::Result<()>| matches!(r, Err(Errno::NOENT | Errno::PERM));
+    let mut result = Err(Errno::PERM);
+    if BY_DESCRIPTOR.load(Ordering::Relaxed) {
+        result = linkat(file.as_fd(), "", CWD, dest, AtFlags::EMPTY_PATH);
+        if refused(&result) {
+            BY_DESCRIPTOR.store(false, Ordering::Relaxed);
+        }
+    }
+    if refused(&result) {
+        use std::os::fd::AsRawFd;
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        result = linkat(CWD, fd_path.as_str(), CWD, dest, AtFlags::SYMLINK_FOLLOW);
+    }
+    match result {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        Err(e) => Err(e).at(dest),
+    }
+}
+
 /// Rename without replacing an existing destination. Returns false when it exists.
 pub fn rename_noreplace(from: &Path, to: &Path) -> Result<bool> {
     match rustix::fs::renameat_with(
@@ -249,5 +277,42 @@ fn ofd_lock(kind: LockKind) -> libc::flock {
         l_start: 0,
         l_len: 0,
         l_pid: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn unnamed_file_is_linked_once_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let unnamed = |content: &[u8]| {
+            let fd = rustix::fs::open(
+                dir.path(),
+                rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )
+            .unwrap();
+            let mut f = File::from(fd);
+            f.write_all(content).unwrap();
+            f
+        };
+        let dest = dir.path().join("object");
+        assert!(link_unnamed(&unnamed(b"first"), &dest).unwrap());
+        // Taken already: the first stays.
+        assert!(!link_unnamed(&unnamed(b"second"), &dest).unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first");
+        // A missing directory is an error naming the destination.
+        let bad = dir.path().join("missing/object");
+        let err = link_unnamed(&unnamed(b"x"), &bad).unwrap_err().to_string();
+        assert!(err.contains("missing/object"), "{err}");
+        let mut f = unnamed(b"third");
+        assert!(link_unnamed(&f, &dir.path().join("other")).unwrap());
+        f.rewind().unwrap();
+        let mut back = String::new();
+        f.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "third");
     }
 }
