@@ -43,7 +43,7 @@ pub struct PullOptions {
     pub commit_metadata_only: bool,
     /// Write refs as local refs (`refs/heads`) instead of `refs/remotes/REMOTE/`.
     pub mirror: bool,
-    /// Requests in flight at once.
+    /// Requests in flight at once (0 counts as 1).
     pub max_parallel: usize,
     /// Retries of a failed request (server errors, timeouts, broken connections).
     pub retries: u32,
@@ -182,7 +182,6 @@ pub fn pull(
         }
         runtime.block_on(ctx.run(tx))
     })?;
-    tracing::debug!("pull: every object fetched and staged");
     let Ctx {
         writer_error,
         stored,
@@ -198,6 +197,7 @@ pub fn pull(
     if let Some(e) = writer_error.into_inner().map_err(|_| poisoned())? {
         return Err(e);
     }
+    tracing::debug!("pull: every object fetched and staged");
     treeline_store::fault::point("pull-before-commit");
     txn.commit()?;
     tracing::debug!("pull: transaction committed");
@@ -544,6 +544,11 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
+    /// How many requests of one kind may be in flight at once.
+    fn in_flight(&self) -> usize {
+        self.opts.max_parallel.max(1)
+    }
+
     /// Keep a consumed download file for the next large download to overwrite.
     fn spare_file(&self, path: std::path::PathBuf) {
         if let Ok(mut v) = self.spare_files.lock() {
@@ -609,7 +614,7 @@ impl<'a> Ctx<'a> {
         self.check_remote_mode().await?;
         let targets = self.resolve_targets(summary.as_ref()).await?;
         // Content objects are fetched as the tree scan finds them, not after it: the scan's
-        // level-by-level round trips overlap the downloads instead of preceding them all.
+        // round trips overlap the downloads instead of preceding them all.
         let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectName>();
         let found = stream::poll_fn(move |cx| found_rx.poll_recv(cx));
         futures_util::future::try_join(
@@ -950,7 +955,7 @@ impl<'a> Ctx<'a> {
                     r
                 }
             })
-            .buffer_unordered(self.opts.max_parallel.min(4))
+            .buffer_unordered(self.in_flight().min(4))
             .collect::<Vec<Result<()>>>();
         let runtime = tokio::runtime::Handle::current();
         let (report, fetched) = tokio::task::block_in_place(|| {
@@ -1248,7 +1253,7 @@ impl<'a> Ctx<'a> {
         want(&mut waiting, commit.root_tree, commit.root_meta, base_root);
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         loop {
-            while in_flight.len() < self.opts.max_parallel.max(1)
+            while in_flight.len() < self.in_flight()
                 && let Some((name, base)) = waiting.pop_front()
             {
                 in_flight.push(async move {
@@ -1400,7 +1405,7 @@ impl<'a> Ctx<'a> {
                     }
                 }
             })
-            .buffer_unordered(self.opts.max_parallel)
+            .buffer_unordered(self.in_flight())
             .collect()
             .await;
         drop(tx);

@@ -785,7 +785,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// A new file for an object being written: unnamed (`O_TMPFILE`) where the system
-    /// allows naming it later through `/proc/self/fd`, so it costs no directory entry
+    /// allows naming it later (`sys::link_unnamed`), so it costs no directory entry
     /// until it is complete; a named temporary file otherwise.
     fn object_tempfile(&self) -> Result<ObjectTemp> {
         if self.unnamed_ok.load(std::sync::atomic::Ordering::Relaxed) {

@@ -172,23 +172,37 @@ pub fn link_unnamed(file: &File, dest: &Path) -> Result<bool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
     let refused = |r: &rustix::io::Result<()>| matches!(r, Err(Errno::NOENT | Errno::PERM));
+    let by_descriptor = BY_DESCRIPTOR.load(Ordering::Relaxed);
     let mut result = Err(Errno::PERM);
-    if BY_DESCRIPTOR.load(Ordering::Relaxed) {
+    if by_descriptor {
         result = linkat(file.as_fd(), "", CWD, dest, AtFlags::EMPTY_PATH);
-        if refused(&result) {
-            BY_DESCRIPTOR.store(false, Ordering::Relaxed);
-        }
     }
     if refused(&result) {
-        use std::os::fd::AsRawFd;
-        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        result = linkat(CWD, fd_path.as_str(), CWD, dest, AtFlags::SYMLINK_FOLLOW);
+        result = link_through_proc(file, dest);
+        // ENOENT also means a missing directory: only a fallback that worked says the
+        // descriptor was refused.
+        if by_descriptor && result.is_ok() {
+            BY_DESCRIPTOR.store(false, Ordering::Relaxed);
+        }
     }
     match result {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
         Err(e) => Err(e).at(dest),
     }
+}
+
+/// Name an unnamed file through its `/proc/self/fd` entry, as any user may.
+fn link_through_proc(file: &File, dest: &Path) -> rustix::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        fd_path.as_str(),
+        rustix::fs::CWD,
+        dest,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
 }
 
 /// Rename without replacing an existing destination. Returns false when it exists.
@@ -308,6 +322,10 @@ mod tests {
         let bad = dir.path().join("missing/object");
         let err = link_unnamed(&unnamed(b"x"), &bad).unwrap_err().to_string();
         assert!(err.contains("missing/object"), "{err}");
+        // The fallback for unprivileged users names the file as well.
+        let via_proc = dir.path().join("via-proc");
+        link_through_proc(&unnamed(b"fallback"), &via_proc).unwrap();
+        assert_eq!(std::fs::read(&via_proc).unwrap(), b"fallback");
         let mut f = unnamed(b"third");
         assert!(link_unnamed(&f, &dir.path().join("other")).unwrap());
         f.rewind().unwrap();
