@@ -545,7 +545,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// How many requests of one kind may be in flight at once.
-    fn in_flight(&self) -> usize {
+    fn parallel_requests(&self) -> usize {
         self.opts.max_parallel.max(1)
     }
 
@@ -955,7 +955,7 @@ impl<'a> Ctx<'a> {
                     r
                 }
             })
-            .buffer_unordered(self.in_flight().min(4))
+            .buffer_unordered(self.parallel_requests().min(4))
             .collect::<Vec<Result<()>>>();
         let runtime = tokio::runtime::Handle::current();
         let (report, fetched) = tokio::task::block_in_place(|| {
@@ -1253,7 +1253,7 @@ impl<'a> Ctx<'a> {
         want(&mut waiting, commit.root_tree, commit.root_meta, base_root);
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         loop {
-            while in_flight.len() < self.in_flight()
+            while in_flight.len() < self.parallel_requests()
                 && let Some((name, base)) = waiting.pop_front()
             {
                 in_flight.push(async move {
@@ -1405,7 +1405,7 @@ impl<'a> Ctx<'a> {
                     }
                 }
             })
-            .buffer_unordered(self.in_flight())
+            .buffer_unordered(self.parallel_requests())
             .collect()
             .await;
         drop(tx);

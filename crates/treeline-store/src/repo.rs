@@ -874,14 +874,8 @@ impl<'r> Transaction<'r> {
         let mut pump = |out: &mut dyn Write| -> Result<()> {
             loop {
                 // Whole buffers: a write that ends inside a filesystem block makes the
-                // kernel zero the rest of it first (decoders return short reads).
-                let mut n = 0;
-                while n < buf.len() {
-                    match content.read(&mut buf[n..]).at(source)? {
-                        0 => break,
-                        got => n += got,
-                    }
-                }
+                // kernel zero the rest of it first.
+                let n = sys::read_full(content, &mut buf).at(source)?;
                 if n == 0 {
                     break;
                 }

@@ -205,6 +205,24 @@ fn link_through_proc(file: &File, dest: &Path) -> rustix::io::Result<()> {
     )
 }
 
+/// Read until `buf` is full or the input ends; returns how much was read. (Decoders
+/// return short reads; callers comparing or writing whole blocks want full ones.)
+pub fn read_full(
+    reader: &mut (impl std::io::Read + ?Sized),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Rename without replacing an existing destination. Returns false when it exists.
 pub fn rename_noreplace(from: &Path, to: &Path) -> Result<bool> {
     match rustix::fs::renameat_with(

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -197,8 +196,8 @@ fn same_content(a: &Path, b: &Path, k: Kind) -> Result<bool> {
             let mut ba = vec![0u8; 64 * 1024];
             let mut bb = vec![0u8; 64 * 1024];
             loop {
-                let n = read_full(&mut fa, &mut ba).at(a)?;
-                let m = read_full(&mut fb, &mut bb).at(b)?;
+                let n = treeline_store::sys::read_full(&mut fa, &mut ba).at(a)?;
+                let m = treeline_store::sys::read_full(&mut fb, &mut bb).at(b)?;
                 if n != m || ba[..n] != bb[..m] {
                     return Ok(false);
                 }
@@ -209,17 +208,6 @@ fn same_content(a: &Path, b: &Path, k: Kind) -> Result<bool> {
         }
         Kind::Dir | Kind::Other => Ok(true),
     }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Replace whatever is at `dest` by a copy of `src`, creating missing parents with the

@@ -32,6 +32,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use md5::Digest;
+use treeline_store::sys::read_full;
 
 use super::Error;
 use super::deb822::{self, Stanza};
@@ -869,21 +870,4 @@ impl<R: Read> Read for Container<R> {
         self.offset += read as u64;
         Ok(read)
     }
-}
-
-/// Reads until `buf` is full or the end; returns how much was read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..) {
-        if rest.is_empty() {
-            break;
-        }
-        match reader.read(rest) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
 }
